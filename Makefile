@@ -1,0 +1,26 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+PY := .venv/bin/python
+export PYTHONUNBUFFERED := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test clean
+
+install: .venv/.installed
+
+.venv/.installed: requirements/cpu.lock pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --no-deps -r requirements/cpu.lock
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	$(PY) -c "import vllm, ray, trl, peft, datasets, math_verify, transformers; print('unirl environment ready')"
+	touch $@
+
+demo: install
+	.venv/bin/unirl demo
+
+test: install
+	.venv/bin/pytest -x -q
+
+clean:
+	rm -rf .venv runs .cache

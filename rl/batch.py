@@ -1,0 +1,17 @@
+"""The training batch the learner consumes: K = B*G scored sequences."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class TrainingBatch:
+    prompt_ids: list[list[int]]
+    completion_ids: list[list[int]]
+    advantages: list[float]  # one per sequence, already computed over the batch
+    group_ids: list[int]  # which prompt each sequence belongs to
+    modes: list[str]
+    rollout_logprobs: list[list[float]] | None = None  # sampling logprobs, for off-policy steps
+
+    def __len__(self) -> int:
+        return len(self.completion_ids)
