@@ -1,0 +1,154 @@
+"""A vLLM generation engine for both modes, with in-place policy weight updates.
+
+vLLM starts its engine core in a spawned process: build `VllmEngine` only under
+`if __name__ == "__main__":` (or inside a Ray actor / pytest fixture), never at import time.
+
+Sampling logprobs: by default (`logprobs_mode="raw_logprobs"`) each sample's `logprobs[t]` is the
+log-probability of the chosen token under the model's RAW distribution (temperature 1, no top-p),
+i.e. exactly what a learner computes with `log_softmax(logits)`; the temperature and top-p only
+change which token is drawn. Pass `logprobs_mode="processed_logprobs"` to get the log-probability
+under the temperature-scaled, top-p-truncated distribution that was actually sampled from.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .modes import ModeSampling, SamplingConfig, render_prompt_ids
+from .types import GenerationRequest, RolloutGroup, Sample
+from .weight_file import write_weights_file
+
+WEIGHT_SYNC_EXTENSION = "rollout.vllm_weight_sync.WeightSyncExtension"
+CPU_MEMORY_SHARE = 0.15  # on CPU this is the share of the NUMA node's RAM; the 0.92 default fails
+GPU_MEMORY_SHARE = 0.85
+
+
+class VllmEngine:
+    def __init__(
+        self,
+        model_path: str,
+        sampling: SamplingConfig | None = None,
+        max_model_len: int = 2048,
+        seed: int = 0,
+        gpu_memory_utilization: float | None = None,
+        dtype: str = "float32",
+        tensor_parallel_size: int = 1,
+        logprobs_mode: str = "raw_logprobs",
+        enforce_eager: bool = True,
+    ):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+        from vllm.platforms import current_platform
+
+        self.model_path = str(model_path)
+        self.sampling = sampling or SamplingConfig()
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
+        if gpu_memory_utilization is None:
+            gpu_memory_utilization = CPU_MEMORY_SHARE if current_platform.is_cpu() else GPU_MEMORY_SHARE
+        self.llm = LLM(
+            model=self.model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            seed=seed,
+            gpu_memory_utilization=gpu_memory_utilization,
+            tensor_parallel_size=tensor_parallel_size,
+            logprobs_mode=logprobs_mode,
+            enforce_eager=enforce_eager,
+            worker_extension_cls=WEIGHT_SYNC_EXTENSION,
+        )
+        self._policy_version = 0
+
+    @property
+    def policy_version(self) -> int:
+        return self._policy_version
+
+    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        """`request.n` samples per request with the mode's sampling settings; groups in request order."""
+        return self._generate(requests, greedy=False)
+
+    def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        """One greedy (temperature 0) completion per request, for evaluation; `request.n` is ignored."""
+        return self._generate(requests, greedy=True)
+
+    def _generate(self, requests: list[GenerationRequest], greedy: bool) -> list[RolloutGroup]:
+        from vllm.inputs import TokensPrompt
+
+        if not requests:
+            return []
+        prompt_ids = [render_prompt_ids(self.tokenizer, r) for r in requests]
+        params = [self._sampling_params(self.sampling.for_mode(r.mode), 1 if greedy else r.n, greedy) for r in requests]
+        prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [
+            RolloutGroup(
+                request_id=r.request_id,
+                mode=r.mode,
+                prompt_token_ids=ids,
+                samples=[self._to_sample(c) for c in out.outputs],
+            )
+            for r, ids, out in zip(requests, prompt_ids, outputs)
+        ]
+
+    def _sampling_params(self, mode: ModeSampling, n: int, greedy: bool):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=n,
+            temperature=0.0 if greedy else mode.temperature,
+            top_p=1.0 if greedy else mode.top_p,
+            max_tokens=mode.max_tokens,
+            logprobs=0,  # only the chosen token's logprob
+            stop_token_ids=[self.tokenizer.eos_token_id],
+            skip_special_tokens=True,
+        )
+
+    def _to_sample(self, completion) -> Sample:
+        token_ids = list(completion.token_ids)
+        logprobs = [step[tok].logprob for tok, step in zip(token_ids, completion.logprobs)]
+        return Sample(
+            token_ids=token_ids,
+            logprobs=logprobs,
+            text=completion.text,
+            finish_reason="length" if completion.finish_reason == "length" else "stop",
+            policy_version=self._policy_version,
+        )
+
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        """log p(token_t | tokens_<t) for t = 1..len-1 under the current weights (len(token_ids)-1 values)."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        (out,) = self.llm.generate([TokensPrompt(prompt_token_ids=list(token_ids))], params, use_tqdm=False)
+        return [step[tok].logprob for tok, step in zip(token_ids[1:], out.prompt_logprobs[1:])]
+
+    def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
+        """Load Hugging Face-named tensors (a full or partial state dict) into the running engine."""
+        path = write_weights_file(weights)
+        try:
+            self.load_weights_file(str(path), version)
+        finally:
+            path.unlink(missing_ok=True)
+
+    def load_weights_file(self, path: str, version: int) -> None:
+        """Same as `update_weights`, from a safetensors file every worker of this engine can read."""
+        self.llm.collective_rpc("unirl_load_weights", args=(path,))
+        self.llm.reset_prefix_cache()  # KV blocks cached under the old weights are stale
+        self._policy_version = int(version)
+
+    def shutdown(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is None:
+            return
+        engine_core = getattr(llm.llm_engine, "engine_core", None)
+        if engine_core is not None:
+            engine_core.shutdown()
+        self.llm = None
+
+
+def cpu_thread_binding(cores: str) -> None:
+    """Pin vLLM's CPU OpenMP threads, e.g. "0" or "0-1"; must run before the engine starts."""
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores

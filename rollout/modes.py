@@ -1,0 +1,65 @@
+"""Per-mode sampling settings and prompt rendering through the tokenizer's chat template.
+
+The mode (reasoning / non-reasoning) is switched only by the template's `enable_thinking` flag, so any
+tokenizer whose chat template has that switch (a real EXAONE 4.0 one included) works unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .types import MODES, REASONING, GenerationRequest
+
+
+@dataclass(frozen=True)
+class ModeSampling:
+    temperature: float
+    top_p: float
+    max_tokens: int
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"ModeSampling.temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"ModeSampling.top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"ModeSampling.max_tokens must be >= 1, got {self.max_tokens}")
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """EXAONE 4.0 recommendation: reasoning T=0.6, top-p 0.95; non-reasoning T < 0.6."""
+
+    reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.6, 0.95, 512))
+    non_reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.4, 0.95, 256))
+    seed: int | None = 0
+
+    def for_mode(self, mode: str) -> ModeSampling:
+        check_mode(mode)
+        return self.reasoning if mode == REASONING else self.non_reasoning
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"unknown generation mode {mode!r}; expected one of {MODES}")
+
+
+def render_prompt_ids(tokenizer, request: GenerationRequest) -> list[int]:
+    """The generation prompt's token ids, rendered by the chat template in the request's mode."""
+    check_mode(request.mode)
+    messages = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    messages.append({"role": "user", "content": request.prompt})
+    ids = tokenizer.apply_chat_template(
+        messages,
+        add_generation_prompt=True,
+        enable_thinking=(request.mode == REASONING),
+        tokenize=True,
+        return_dict=False,
+    )
+    # transformers 5 may hand back a BatchEncoding or a nested list depending on the tokenizer.
+    if hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return [int(i) for i in ids]

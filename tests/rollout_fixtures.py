@@ -1,0 +1,63 @@
+"""Shared fixtures for the rollout tests: one random-weight tiny Exaone4 model and one vLLM engine.
+
+Import the fixtures into a test module with `from tests.rollout_fixtures import *` or by name.
+Engines are session-scoped because each vLLM start costs ~25 s on this machine.
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+TINY_SHAPE_KWARGS = dict(
+    hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1
+)
+MAX_MODEL_LEN = 512
+
+
+def arithmetic_corpus(lines: int = 400, seed: int = 0) -> list[str]:
+    """A few hundred lines of arithmetic and code-ish text, enough to train a ~400-token BPE."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(lines):
+        a, b = rng.randint(0, 999), rng.randint(0, 999)
+        kind = i % 4
+        if kind == 0:
+            out.append(f"What is {a} + {b}? The answer is \\boxed{{{a + b}}}.")
+        elif kind == 1:
+            out.append(f"<think>\n{a} times {b} equals {a * b}\n</think>\n\nSo the result is {a * b}.")
+        elif kind == 2:
+            out.append(f"def add_{i}(x, y):\n    return x + y + {a}\n\nassert add_{i}(1, 2) == {a + 3}")
+        else:
+            out.append(f"Tom has {a} apples, buys {b} more and gives away {a // 2}. How many are left?")
+    return out
+
+
+def build_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
+    """Random-weight tiny Exaone4 + trained BPE tokenizer, saved in Hugging Face format (fp32)."""
+    from orchestration.bootstrap.model import TinyModelShape, build_tiny_model
+    from orchestration.bootstrap.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(arithmetic_corpus(), vocab_size=400)
+    model = build_tiny_model(tokenizer, TinyModelShape(**TINY_SHAPE_KWARGS), seed=seed)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_exaone4"))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir):
+    """One vLLM engine for the whole session (its weights may be changed by tests: reload them first)."""
+    pytest.importorskip("vllm")
+    from rollout.engine import VllmEngine
+    from rollout.modes import SamplingConfig
+
+    engine = VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0)
+    yield engine
+    engine.shutdown()
