@@ -1,0 +1,325 @@
+"""The learner: policy-gradient steps on a TrainingBatch, weight export, training state.
+
+Data parallel: start N processes with a torch.distributed process group (gloo on CPU, nccl on
+GPU) and give every learner the SAME full TrainingBatch; each takes its token-balanced shard,
+normalises by batch-wide totals, and gradients are summed, so N learners make the same update
+as one.
+"""
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from rl import data_parallel
+from rl.batch import TrainingBatch
+from rl.losses import LOSSES, LossInputs, LossNorm, LossSettings
+from rl.packing import PackedMicroBatch, pack_sequences, plan_micro_batches, shard_for_rank
+from rl.policy import LoraSettings, Policy, torch_dtype
+from rl.token_logprobs import DEFAULT_CHUNK_TOKENS
+
+STATE_FILE = "learner_state.pt"
+SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
+
+
+@dataclass
+class LearnerConfig:
+    model_path: str
+    ref_model_path: str | None = None  # frozen reference; default model_path (set it when resuming full fine-tuning)
+    loss: str = "agapo"  # key of rl.losses.LOSSES
+    lr: float = 1e-6
+    beta: float = 1e-3  # KL weight; 0 skips the reference model entirely
+    weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_eps: float = 1e-8
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    total_steps: int | None = None  # needed by linear and cosine schedules
+    micro_batch_tokens: int | None = 4096  # packed tokens per forward/backward
+    micro_batch_size: int | None = None  # or/and at most this many sequences per micro-batch
+    gradient_checkpointing: bool = False
+    lora: LoraSettings | None = None
+    seed: int = 0
+    dtype: str = "float32"  # parameter dtype
+    autocast_dtype: str | None = None  # e.g. "bfloat16" for mixed precision with fp32 parameters
+    device: str = "cpu"
+    steps_per_batch: int = 1  # optimizer steps per batch, each over the whole batch
+    loss_agg: str = "token_sum"  # AGAPO only: token_sum | token_mean | seq_token_mean (see rl.losses)
+    epsilon_low: float = 0.2
+    epsilon_high: float | None = None
+    max_completion_length: int | None = None  # Dr. GRPO normaliser; default: longest completion of the batch
+    # AGAPO with steps_per_batch > 1 is off-policy after the first step: choose "tis" (truncated
+    # importance weights, cap tis_cap) or "none" explicitly. "tis" also works with one step and
+    # old_logprobs="rollout" to correct the sampler/learner mismatch.
+    off_policy_correction: str | None = None
+    tis_cap: float = 2.0
+    old_logprobs: str = "learner"  # behaviour policy for ratios: "learner" (first pass) or "rollout" (batch)
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
+    attn_implementation: str = "sdpa"
+
+    def __post_init__(self):
+        if isinstance(self.lora, dict):
+            self.lora = LoraSettings(**self.lora)
+        if self.loss not in LOSSES:
+            raise ValueError(f"LearnerConfig.loss: unknown '{self.loss}'; known: {sorted(LOSSES)}")
+        if self.steps_per_batch < 1:
+            raise ValueError(f"LearnerConfig.steps_per_batch must be >= 1, got {self.steps_per_batch}")
+        if self.off_policy_correction not in (None, "none", "tis"):
+            raise ValueError(f"LearnerConfig.off_policy_correction: '{self.off_policy_correction}' is not one of none, tis")
+        if self.loss == "agapo" and self.steps_per_batch > 1 and self.off_policy_correction is None:
+            raise ValueError("LearnerConfig: loss 'agapo' with steps_per_batch > 1 is off-policy after the first step; "
+                             "set off_policy_correction to 'tis' or, knowingly, 'none'")
+        if self.off_policy_correction == "tis" and self.loss != "agapo":
+            raise ValueError(f"LearnerConfig.off_policy_correction 'tis' applies to 'agapo'; '{self.loss}' has its own clipped ratio")
+        if self.old_logprobs not in ("learner", "rollout"):
+            raise ValueError(f"LearnerConfig.old_logprobs: '{self.old_logprobs}' is not one of learner, rollout")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"LearnerConfig.lr_schedule: '{self.lr_schedule}' is not one of {SCHEDULES}")
+        if self.lr_schedule in ("linear", "cosine") and not self.total_steps:
+            raise ValueError(f"LearnerConfig.total_steps is required by lr_schedule '{self.lr_schedule}'")
+        if self.lora is not None and self.ref_model_path not in (None, self.model_path):
+            raise ValueError("LearnerConfig: with LoRA the reference is model_path with adapters disabled; "
+                             "ref_model_path must be unset")
+        if self.micro_batch_tokens is None and self.micro_batch_size is None:
+            raise ValueError("LearnerConfig: set micro_batch_tokens or micro_batch_size")
+        torch_dtype(self.dtype)
+        if self.autocast_dtype is not None:
+            torch_dtype(self.autocast_dtype)
+
+    def loss_settings(self) -> LossSettings:
+        return LossSettings(beta=self.beta, epsilon_low=self.epsilon_low, epsilon_high=self.epsilon_high,
+                            loss_agg=self.loss_agg,
+                            tis_cap=self.tis_cap if self.off_policy_correction == "tis" else None)
+
+
+def _validate(batch: TrainingBatch) -> None:
+    n = len(batch.completion_ids)
+    fields = {"prompt_ids": batch.prompt_ids, "advantages": batch.advantages, "group_ids": batch.group_ids,
+              "modes": batch.modes}
+    if batch.rollout_logprobs is not None:
+        fields["rollout_logprobs"] = batch.rollout_logprobs
+    for name, values in fields.items():
+        if len(values) != n:
+            raise ValueError(f"TrainingBatch.{name} has {len(values)} rows, completion_ids has {n}")
+    for i in range(n):
+        if not batch.prompt_ids[i]:
+            raise ValueError(f"TrainingBatch.prompt_ids[{i}] is empty; the first completion token needs a context")
+        if not batch.completion_ids[i]:
+            raise ValueError(f"TrainingBatch.completion_ids[{i}] is empty")
+        if not math.isfinite(batch.advantages[i]):
+            raise ValueError(f"TrainingBatch.advantages[{i}] = {batch.advantages[i]} is not finite")
+        if batch.rollout_logprobs is not None and len(batch.rollout_logprobs[i]) != len(batch.completion_ids[i]):
+            raise ValueError(f"TrainingBatch.rollout_logprobs[{i}] has {len(batch.rollout_logprobs[i])} values "
+                             f"for {len(batch.completion_ids[i])} completion tokens")
+
+
+class Learner:
+    def __init__(self, config: LearnerConfig):
+        self.config = config
+        torch.manual_seed(config.seed)  # identical LoRA initialisation on every data-parallel rank
+        self.policy = Policy(
+            config.model_path, dtype=config.dtype, device=config.device, lora=config.lora,
+            gradient_checkpointing=config.gradient_checkpointing, need_reference=config.beta != 0.0,
+            attn_implementation=config.attn_implementation, chunk_tokens=config.chunk_tokens)
+        if config.ref_model_path not in (None, config.model_path) and config.beta != 0.0:
+            from transformers import AutoModelForCausalLM
+
+            self.policy.ref_model = AutoModelForCausalLM.from_pretrained(
+                config.ref_model_path, dtype=torch_dtype(config.dtype),
+                attn_implementation=config.attn_implementation).to(config.device).eval().requires_grad_(False)
+        self.params = self.policy.trainable_parameters()
+        self._broadcast_parameters()
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.adam_betas,
+                                           eps=config.adam_eps, weight_decay=config.weight_decay)
+        self.scheduler = self._make_scheduler()
+        self.loss_fn = LOSSES[config.loss]
+        self.settings = config.loss_settings()
+        self.autocast_dtype = torch_dtype(config.autocast_dtype) if config.autocast_dtype else None
+        self.global_step = 0
+
+    def _make_scheduler(self):
+        from transformers import get_scheduler
+
+        name = self.config.lr_schedule
+        if name == "constant" and self.config.warmup_steps:
+            name = "constant_with_warmup"
+        return get_scheduler(name, self.optimizer, num_warmup_steps=self.config.warmup_steps,
+                             num_training_steps=self.config.total_steps)
+
+    def _broadcast_parameters(self) -> None:
+        world_size, _ = data_parallel.world()
+        if world_size > 1:
+            import torch.distributed as dist
+
+            with torch.no_grad():
+                for p in self.params:
+                    dist.broadcast(p.data, src=0)
+
+    # ---- one batch -----------------------------------------------------------------------
+
+    def _micro_batches(self, batch: TrainingBatch) -> list[PackedMicroBatch]:
+        world_size, rank = data_parallel.world()
+        lengths = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+        mine = shard_for_rank(lengths, world_size, rank)
+        groups = plan_micro_batches(lengths, mine, self.config.micro_batch_tokens, self.config.micro_batch_size)
+        return [pack_sequences(batch.prompt_ids, batch.completion_ids, g, self.config.device) for g in groups]
+
+    def _norm(self, batch: TrainingBatch) -> LossNorm:
+        lengths = [len(c) for c in batch.completion_ids]
+        return LossNorm(num_sequences=len(batch), num_tokens=sum(lengths),
+                        max_completion_length=self.config.max_completion_length or max(lengths))
+
+    def _initial_old_logprobs(self, batch: TrainingBatch, micro: list[PackedMicroBatch]) -> list[torch.Tensor | None]:
+        if self.config.old_logprobs == "rollout":
+            if batch.rollout_logprobs is None:
+                raise ValueError("LearnerConfig.old_logprobs='rollout' but TrainingBatch.rollout_logprobs is None")
+            return [mb.padded_values(batch.rollout_logprobs) for mb in micro]
+        return [None] * len(micro)
+
+    def step(self, batch: TrainingBatch) -> dict[str, float]:
+        """`steps_per_batch` optimizer steps over the whole batch. Metrics (loss, kl, entropy,
+        clip_frac, per-mode entropy/logprob/kl) come from the first pass, which is on-policy;
+        grad_norm is the mean over the optimizer steps."""
+        started = time.perf_counter()
+        _validate(batch)
+        micro = self._micro_batches(batch)
+        norm = self._norm(batch)
+        advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=self.config.device)
+        refs = [None] * len(micro)
+        if self.settings.beta != 0.0:
+            refs = [self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype)[0]
+                    for mb in micro]
+        olds = self._initial_old_logprobs(batch, micro)
+        keep_old = self.config.steps_per_batch > 1 or self.settings.tis_cap is not None
+        first_pass: dict[str, float] = {}
+        grad_norms = []
+        for update in range(self.config.steps_per_batch):
+            sums: dict[str, float] = defaultdict(float)
+            for j, mb in enumerate(micro):
+                logprobs, entropy = self.policy.token_logprobs(mb, autocast_dtype=self.autocast_dtype)
+                if keep_old and olds[j] is None:
+                    olds[j] = logprobs.detach()
+                inputs = LossInputs(logprobs=logprobs, mask=mb.mask, advantages=advantages[mb.sequence_indices],
+                                    old_logprobs=olds[j], ref_logprobs=refs[j], entropy=entropy)
+                loss, metrics = self.loss_fn(inputs, norm, self.settings)
+                loss.backward()
+                if update == 0:
+                    sums["loss"] += loss.item()
+                    for key, value in metrics.items():
+                        sums[key] += value.item()
+                    self._add_mode_metrics(sums, batch, mb, logprobs.detach(), entropy, refs[j])
+            if update == 0:
+                first_pass = dict(sums)
+            grad_norms.append(self._optimizer_step())
+        metrics = data_parallel.sum_values(first_pass, torch.device(self.config.device))
+        metrics.update(grad_norm=sum(grad_norms) / len(grad_norms), lr=self.scheduler.get_last_lr()[0],
+                       num_tokens=float(norm.num_tokens), num_sequences=float(norm.num_sequences),
+                       step_time_s=time.perf_counter() - started)
+        return metrics
+
+    def _add_mode_metrics(self, sums, batch: TrainingBatch, mb: PackedMicroBatch, logprobs, entropy, ref) -> None:
+        modes = sorted(set(batch.modes))  # same keys on every rank, so metric sums line up
+        tokens_per_mode = defaultdict(int)
+        for mode, completion in zip(batch.modes, batch.completion_ids):
+            tokens_per_mode[mode] += len(completion)
+        token_sums = mb.mask.sum(-1)
+        for mode in modes:
+            rows = torch.tensor([batch.modes[i] == mode for i in mb.sequence_indices], device=mb.mask.device)
+            denominator = max(tokens_per_mode[mode], 1)
+            selected = mb.mask * rows[:, None]
+            sums[f"entropy/{mode}"] += ((entropy * selected).sum() / denominator).item()
+            sums[f"logprob/{mode}"] += ((logprobs * selected).sum() / denominator).item()
+            sums[f"response_tokens/{mode}"] += (token_sums * rows).sum().item()
+            if ref is not None:
+                sums[f"kl/{mode}"] += (((logprobs - ref) * selected).sum() / denominator).item()
+
+    def _optimizer_step(self) -> float:
+        data_parallel.sum_gradients(self.params)
+        max_norm = self.config.max_grad_norm if self.config.max_grad_norm else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm).item()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.global_step += 1
+        return grad_norm
+
+    # ---- weights ----------------------------------------------------------------------------
+
+    def export_weights(self, merged: bool = True) -> dict[str, torch.Tensor]:
+        """Hugging Face names -> tensors; with LoRA merged into the base weights, or (merged=False)
+        the adapter weights only, in PEFT's names."""
+        return self.policy.export_weights(merged=merged)
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        self.policy.save_pretrained(directory)
+
+    # ---- training state --------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "global_step": self.global_step}
+        if self.config.lora is not None:
+            state["adapter"] = {k: v.clone() for k, v in self.export_weights(merged=False).items()}
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.config.lora is not None:
+            from peft import set_peft_model_state_dict
+
+            if "adapter" not in state:
+                raise ValueError("learner state: LoRA learner but the state has no 'adapter' weights")
+            set_peft_model_state_dict(self.policy.model, state["adapter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.global_step = int(state["global_step"])
+
+    def save_training_state(self, directory: str | Path) -> None:
+        """Optimizer, scheduler, step, LoRA adapters (rank 0) and this rank's RNG states.
+        Full fine-tuning weights are not in here: save them with save_pretrained and resume
+        with model_path=<that folder>, ref_model_path=<the starting checkpoint>."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _, rank = data_parallel.world()
+        if rank == 0:
+            torch.save(self.state_dict(), directory / STATE_FILE)
+        torch.save(_rng_state(), directory / f"rng_rank{rank}.pt")
+
+    def load_training_state(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        _, rank = data_parallel.world()
+        state_file, rng_file = directory / STATE_FILE, directory / f"rng_rank{rank}.pt"
+        for path in (state_file, rng_file):
+            if not path.is_file():
+                raise FileNotFoundError(f"learner training state: missing {path}")
+        self.load_state_dict(torch.load(state_file, map_location=self.config.device, weights_only=False))
+        _set_rng_state(torch.load(rng_file, weights_only=False))
+
+
+def _rng_state() -> dict:
+    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    try:
+        import numpy
+
+        state["numpy"] = numpy.random.get_state()
+    except ImportError:
+        pass
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if "numpy" in state:
+        import numpy
+
+        numpy.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
