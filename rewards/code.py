@@ -1,0 +1,91 @@
+"""Code reward: run the program from the answer against the row's tests in the sandbox.
+
+Reference keys: `test` (HumanEval `check(candidate)` code or plain asserts) with `entry_point`
+(or None), or `tests`: a list of {"input", "output"} for stdin/stdout programs. Score 1 when
+every test passes (binary), `extras["pass_fraction"]` logged.
+"""
+from __future__ import annotations
+
+import re
+import threading
+
+from rewards.format import split_answer
+from rewards.sandbox import Sandbox, SandboxJob
+from rewards.types import RewardInput, RewardOutput
+
+_FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
+
+
+def extract_program(answer: str) -> str:
+    """The last ```python fenced block; failing that the last bare ``` block; else the whole answer."""
+    blocks = [(lang, body) for lang, body in _FENCE.findall(answer)]
+    python_blocks = [body for lang, body in blocks if lang]
+    if python_blocks:
+        return python_blocks[-1]
+    if blocks:
+        return blocks[-1][1]
+    return answer
+
+
+def jobs_for(program: str, reference: dict) -> list[SandboxJob]:
+    if reference.get("test"):
+        return [SandboxJob(program=program, test_code=reference["test"],
+                           entry_point=reference.get("entry_point") or None)]
+    cases = reference.get("tests")
+    if isinstance(cases, list) and cases:
+        return [SandboxJob(program=program, mode="stdio", stdin=str(case["input"]),
+                           expected_stdout=str(case["output"])) for case in cases]
+    raise ValueError("code row needs `test` (with `entry_point`) or `tests` [{input, output}]")
+
+
+class CodeReward:
+    name = "code"
+
+    def __init__(self, num_workers: int = 2, timeout_s: float = 10.0, sandbox: Sandbox | None = None):
+        self._num_workers, self._timeout_s = num_workers, timeout_s
+        self._sandbox = sandbox
+        self._lock = threading.Lock()
+
+    @property
+    def sandbox(self) -> Sandbox:
+        with self._lock:
+            if self._sandbox is None:
+                self._sandbox = Sandbox(num_workers=self._num_workers, timeout_s=self._timeout_s)
+            return self._sandbox
+
+    def __call__(self, inputs: list[RewardInput]) -> list[RewardOutput]:
+        outputs: list[RewardOutput | None] = [None] * len(inputs)
+        jobs, owners = [], []
+        for i, item in enumerate(inputs):
+            answer, error = split_answer(item.completion, item.mode)
+            if error is None:
+                try:
+                    row_jobs = jobs_for(extract_program(answer), item.reference)
+                except (ValueError, KeyError, TypeError) as exc:
+                    error = f"bad code reference: {exc}"
+            if error is not None:
+                outputs[i] = RewardOutput(score=0.0, error=error, extras={"pass_fraction": 0.0})
+                continue
+            jobs += row_jobs
+            owners += [i] * len(row_jobs)
+        results = self.sandbox.run_many(jobs) if jobs else []
+        per_row: dict[int, list] = {}
+        for owner, result in zip(owners, results):
+            per_row.setdefault(owner, []).append(result)
+        for i, row_results in per_row.items():
+            outputs[i] = _score(row_results)
+        return outputs
+
+    def close(self) -> None:
+        if self._sandbox is not None:
+            self._sandbox.close()
+
+
+def _score(results) -> RewardOutput:
+    passed = [p for r in results for p in r.passed]
+    errors = [r.error for r in results if r.error]
+    fraction = sum(passed) / len(passed) if passed else 0.0
+    all_ok = bool(passed) and all(passed) and not errors
+    error = None if all_ok else (errors[0] if errors else "tests failed")
+    return RewardOutput(score=1.0 if all_ok else 0.0, error=error,
+                        extras={"pass_fraction": fraction, "tests": len(passed)})

@@ -1,0 +1,95 @@
+"""Math reward: strict final-\\boxed{} extraction, checked against the gold answer with Math-Verify
+in a killable worker process (rewards.math_worker).
+
+Gold forms: GSM8K (`... #### 18`), MATH (`\\boxed{...}` inside a solution, or a bare answer).
+"""
+from __future__ import annotations
+
+import re
+import threading
+
+from rewards.format import split_answer
+from rewards.math_worker import MathVerifyPool
+from rewards.types import RewardInput, RewardOutput
+
+MAX_ANSWER_CHARS = 500
+MAX_EXPONENT = 10_000
+_POWER = re.compile(r"(?:\^|\*\*)\s*\{?\s*\(?\s*(\d+)")
+_NESTED_POWER = re.compile(r"(?:\^|\*\*)\s*\{?[^}\s]*?(?:\^|\*\*)")
+_FACTORIAL = re.compile(r"(\d+)\s*!")
+_BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (balanced braces), or None."""
+    starts = [m.end() for m in _BOX.finditer(text)]
+    if not starts:
+        return None
+    depth, start = 1, starts[-1]
+    for i in range(start, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return text[start:i].strip()
+    return None
+
+
+def gold_answer(answer: str) -> str:
+    """The gold answer as a bare expression from a GSM8K, MATH solution or bare answer string."""
+    if "####" in answer:
+        return answer.rsplit("####", 1)[1].strip().replace(",", "")
+    boxed = last_boxed(answer)
+    return boxed if boxed is not None else answer.strip()
+
+
+def refusal(expression: str) -> str | None:
+    """Why an expression is too dangerous to hand to sympy, or None."""
+    if len(expression) > MAX_ANSWER_CHARS:
+        return f"answer longer than {MAX_ANSWER_CHARS} characters"
+    compact = expression.replace(" ", "")
+    if any(int(e) > MAX_EXPONENT for e in _POWER.findall(compact)):
+        return "exponent too large"
+    if _NESTED_POWER.search(compact):
+        return "nested exponent"
+    if any(int(n) > 1000 for n in _FACTORIAL.findall(compact)):
+        return "factorial too large"
+    return None
+
+
+class MathReward:
+    name = "math"
+
+    def __init__(self, num_procs: int = 1, timeout_s: float = 5.0, pool: MathVerifyPool | None = None):
+        self._num_procs, self._timeout_s = num_procs, timeout_s
+        self._pool = pool
+        self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> MathVerifyPool:
+        with self._lock:
+            if self._pool is None:
+                self._pool = MathVerifyPool(num_procs=self._num_procs, timeout_s=self._timeout_s)
+            return self._pool
+
+    def score_one(self, item: RewardInput) -> RewardOutput:
+        answer, error = split_answer(item.completion, item.mode)
+        if error:
+            return RewardOutput(0.0, error)
+        pred = last_boxed(answer)
+        if pred is None:
+            return RewardOutput(0.0, "no \\boxed{} answer")
+        if "answer" not in item.reference:
+            return RewardOutput(0.0, "math row has no `answer`")
+        gold = gold_answer(str(item.reference["answer"]))
+        reason = refusal(pred) or refusal(gold)
+        if reason:
+            return RewardOutput(0.0, f"refused: {reason}")
+        equal, error = self.pool.equal(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}",
+                                       pred_extraction=["latex_boxed"], gold_extraction=["latex_boxed", "expr"])
+        return RewardOutput(1.0 if equal else 0.0, error, extras={"extracted": pred[:100]})
+
+    def __call__(self, inputs: list[RewardInput]) -> list[RewardOutput]:
+        return [self.score_one(item) for item in inputs]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()

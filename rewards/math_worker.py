@@ -1,0 +1,123 @@
+"""Killable Math-Verify workers: a few persistent processes, each parse+verify under a wall-clock
+limit (the parent kills and replaces a worker that overruns) and a memory limit (RLIMIT_AS).
+
+Math-Verify's own timeouts use signal.alarm, which fails off the main thread and misbehaves in
+Ray actors, so they are switched off (`parsing_timeout=None`, `timeout_seconds=None`) and the
+process boundary does the timing instead.
+"""
+from __future__ import annotations
+
+import os
+import queue
+import resource
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from rewards.sandbox_wire import WireError, WireTimeout, recv_message, send_message
+
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+
+
+def _configs(names):
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+    if names is None or names == "parse_default":
+        return [LatexExtractionConfig(), ExprExtractionConfig()]
+    table = {"latex": LatexExtractionConfig, "expr": ExprExtractionConfig,
+             "latex_boxed": lambda: LatexExtractionConfig(boxed_match_priority=0)}
+    return [table[n]() for n in names]
+
+
+def _equal(request: dict) -> bool:
+    from math_verify import parse, verify
+    gold = parse(request["gold"], extraction_config=_configs(request.get("gold_extraction")),
+                 parsing_timeout=None)
+    pred = parse(request["pred"], extraction_config=_configs(request.get("pred_extraction")),
+                 parsing_timeout=None)
+    return bool(verify(gold, pred, float_rounding=request.get("float_rounding", 6),
+                       strict=request.get("strict", True),
+                       allow_set_relation_comp=request.get("allow_set_relation_comp", False),
+                       timeout_seconds=None))
+
+
+def serve(memory_bytes: int) -> None:
+    import logging
+    logging.disable(logging.WARNING)  # "timeout is disabled" notices: we time out from outside
+    requests, replies = os.dup(0), os.dup(1)
+    os.dup2(2, 1)
+    import math_verify  # noqa: F401 - import before the memory limit and the first request
+    _equal({"gold": "$1$", "pred": "$1$"})  # warm the latex grammar
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    send_message(replies, {"ready": True})
+    while True:
+        try:
+            request = recv_message(requests)
+        except (EOFError, OSError):
+            return
+        try:
+            reply = {"equal": _equal(request)}
+        except MemoryError:
+            reply = {"error": "memory limit"}
+        except Exception as exc:  # noqa: BLE001
+            reply = {"error": f"{type(exc).__name__}: {str(exc)[:200]}"}
+        send_message(replies, reply)
+
+
+class _Worker:
+    def __init__(self, memory_bytes: int):
+        code = ("import sys; sys.path.insert(0, %r); from rewards.math_worker import serve; serve(%d)"
+                % (_PACKAGE_ROOT, memory_bytes))
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, start_new_session=True)
+        recv_message(self.proc.stdout.fileno(), time.monotonic() + 120)
+
+    def ask(self, request: dict, timeout_s: float) -> dict:
+        send_message(self.proc.stdin.fileno(), request)
+        return recv_message(self.proc.stdout.fileno(), time.monotonic() + timeout_s)
+
+    def kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for stream in (self.proc.stdin, self.proc.stdout):
+            stream.close()
+        self.proc.wait()
+
+
+class MathVerifyPool:
+    """`equal(pred, gold, ...)` -> (bool, error); thread-safe; `num_procs` checks at a time."""
+
+    def __init__(self, num_procs: int = 1, timeout_s: float = 5.0, memory_bytes: int = 3 << 30):
+        self.timeout_s, self.memory_bytes = timeout_s, memory_bytes
+        self._idle: queue.Queue = queue.Queue()
+        self._slots = threading.Semaphore(num_procs)
+        self.restarts = 0
+
+    def equal(self, pred: str, gold: str, **options) -> tuple[bool, str | None]:
+        with self._slots:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                worker = _Worker(self.memory_bytes)
+            try:
+                reply = worker.ask({"pred": pred, "gold": gold, **options}, self.timeout_s)
+            except (WireTimeout, EOFError, WireError, OSError) as exc:
+                worker.kill()
+                self.restarts += 1
+                reason = "timeout" if isinstance(exc, WireTimeout) else f"worker died: {exc}"
+                return False, f"math verify {reason}"
+            self._idle.put(worker)
+        if "error" in reply:
+            return False, f"math verify error: {reply['error']}"
+        return bool(reply.get("equal")), None
+
+    def close(self) -> None:
+        while True:
+            try:
+                self._idle.get_nowait().kill()
+            except queue.Empty:
+                return
