@@ -57,6 +57,9 @@ class LossSettings:
     # AGAPO off-policy correction: None, or the cap c of a truncated per-token importance
     # weight min(pi_theta / pi_old, c), detached (truncated importance sampling).
     tis_cap: float | None = None
+    # GRPO/DAPO/Dr. GRPO: multiply the per-token k3 KL by the ratio pi_theta/pi_old (TRL's
+    # `use_bias_correction_kl`, default True in TRL 1.16); a no-op on-policy.
+    kl_ratio_correction: bool = True
 
 
 LossFn = Callable[[LossInputs, LossNorm, LossSettings], tuple[torch.Tensor, dict[str, torch.Tensor]]]
@@ -147,6 +150,8 @@ def _clipped_policy_loss(inputs: LossInputs, norm: LossNorm, settings: LossSetti
             raise ValueError("clipped policy loss: beta != 0 needs ref_logprobs")
         delta = inputs.ref_logprobs - lp
         per_token_kl = torch.exp(delta) - delta - 1  # k3 estimator, as TRL
+        if settings.kl_ratio_correction:
+            per_token_kl = per_token_kl * ratio
         per_token = per_token + settings.beta * per_token_kl
         metrics["kl"] = _token_mean(per_token_kl.detach(), mask, norm)
     loss = _aggregate(per_token, mask, norm, aggregation)

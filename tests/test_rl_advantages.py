@@ -1,0 +1,66 @@
+"""Advantage estimators on hand-worked batches."""
+import math
+
+import pytest
+import torch
+
+from rl import advantages
+from rl.advantages import ADVANTAGES, get_advantage
+
+# group 0: one right of four; group 1: all wrong; group 2: all right
+REWARDS = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+
+
+def test_agapo_matches_the_printed_equations_by_hand():
+    # leave-one-out: group 0 -> [1, -1/3, -1/3, -1/3]; groups 1 and 2 -> 0. Mean over K=12 is 0.
+    # unbiased std over K: sqrt((1 + 3/9) / 11) = sqrt(4/33)
+    std = math.sqrt(4 / 33)
+    expected = torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3], [0.0] * 4, [0.0] * 4]) / (std + 1e-6)
+    torch.testing.assert_close(advantages.agapo(REWARDS), expected, rtol=1e-6, atol=1e-7)
+
+
+def test_agapo_gives_zero_to_uniform_groups_and_agapo_neg_does_not():
+    plain = get_advantage("agapo")(REWARDS)
+    assert plain[1:].abs().max() < 1e-6  # zero up to float rounding of the batch mean
+
+    neg = get_advantage("agapo_neg", all_incorrect_advantage=-0.1)(REWARDS)
+    # group stage: [1, -1/3 x3], [-0.1 x4], [0 x4]; batch mean -1/30; centred sum of squares 1.36
+    std = math.sqrt(1.36 / 11)
+    expected = (torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3], [-0.1] * 4, [0.0] * 4]) + 1 / 30) / (std + 1e-6)
+    torch.testing.assert_close(neg, expected, rtol=1e-6, atol=1e-7)
+    assert (neg[1] < 0).all()  # the all-incorrect group now gets a negative signal
+    # mixed group keeps its ordering and its leave-one-out gaps up to the global scale
+    assert neg[0, 0] > 0 > neg[0, 1]
+    torch.testing.assert_close(neg[0, 0] - neg[0, 1], (plain[0, 0] - plain[0, 1]) * math.sqrt(4 / 33) / std,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_agapo_neg_strength_is_a_parameter():
+    weak = get_advantage("agapo_neg", all_incorrect_advantage=-0.05)(REWARDS)[1, 0]
+    strong = get_advantage("agapo_neg", all_incorrect_advantage=-0.5)(REWARDS)[1, 0]
+    assert strong < weak < 0
+    with pytest.raises(ValueError, match="all_incorrect_advantage"):
+        advantages.agapo_neg(REWARDS, all_incorrect_advantage=0.3)
+
+
+def test_grpo_dr_grpo_rloo_by_hand():
+    group = REWARDS[:1]
+    # mean 0.25, unbiased std 0.5
+    torch.testing.assert_close(advantages.grpo(group), torch.tensor([[0.75, -0.25, -0.25, -0.25]]) / (0.5 + 1e-4))
+    torch.testing.assert_close(advantages.dr_grpo(group), torch.tensor([[0.75, -0.25, -0.25, -0.25]]))
+    torch.testing.assert_close(advantages.rloo(group), torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3]]))
+    assert (advantages.grpo(REWARDS)[1:] == 0).all()
+
+
+def test_registry_and_bad_input():
+    assert set(ADVANTAGES) == {"agapo", "agapo_neg", "grpo", "dr_grpo", "rloo"}
+    for name, fn in ADVANTAGES.items():
+        assert fn(REWARDS).shape == REWARDS.shape, name
+    with pytest.raises(KeyError, match="unknown advantage estimator 'ppo'"):
+        get_advantage("ppo")
+    with pytest.raises(ValueError, match="agapo.*at least 2"):
+        advantages.agapo(torch.ones(3, 1))
+    with pytest.raises(ValueError, match=r"\[B, G\]"):
+        advantages.grpo(torch.ones(4))
+    with pytest.raises(ValueError, match="NaN"):
+        advantages.rloo(torch.tensor([[1.0, float("nan")]]))

@@ -1,0 +1,205 @@
+"""Policy losses: exact sequence-KL gradient by enumeration, equality with TRL's GRPOTrainer loss,
+and the chunked log-prob kernel."""
+import itertools
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from rl.losses import LOSSES, LossInputs, LossNorm, LossSettings, agapo_loss, get_loss
+from rl.token_logprobs import chosen_token_logprobs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rl_fixtures import make_tiny_exaone  # noqa: E402
+
+V, T = 3, 3
+
+
+class TabularPolicy(torch.nn.Module):
+    """Autoregressive policy over V tokens and T steps: one free logit vector per prefix."""
+
+    def __init__(self, seed: int):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.logits = torch.nn.ParameterList(
+            [torch.nn.Parameter(torch.randn(V ** t, V, generator=g, dtype=torch.float64)) for t in range(T)])
+
+    def token_logprobs(self, seq: tuple[int, ...]) -> torch.Tensor:
+        out, prefix = [], 0
+        for t, token in enumerate(seq):
+            out.append(torch.log_softmax(self.logits[t][prefix], -1)[token])
+            prefix = prefix * V + token
+        return torch.stack(out)
+
+
+SEQUENCES = list(itertools.product(range(V), repeat=T))
+
+
+def _grad(module, scalar):
+    return torch.cat([g.reshape(-1) for g in torch.autograd.grad(scalar, list(module.parameters()))])
+
+
+def _exact_kl_gradient(policy, reference):
+    kl = 0.0
+    for seq in SEQUENCES:
+        lp = policy.token_logprobs(seq).sum()
+        kl = kl + lp.exp() * (lp - reference.token_logprobs(seq).detach().sum())
+    return _grad(policy, kl)
+
+
+def _on_policy_expectation(policy, reference, per_sequence_loss):
+    """sum over all sequences o of pi_theta(o) (held constant) * loss(o): the on-policy expectation."""
+    total = 0.0
+    for seq in SEQUENCES:
+        lp = policy.token_logprobs(seq)
+        ref = reference.token_logprobs(seq).detach()
+        total = total + lp.sum().exp().detach() * per_sequence_loss(lp[None], ref[None])
+    return _grad(policy, total)
+
+
+def test_agapo_sequence_kl_gradient_equals_exact_kl_gradient_by_enumeration():
+    policy, reference = TabularPolicy(0), TabularPolicy(1)
+    exact = _exact_kl_gradient(policy, reference)
+    settings = LossSettings(beta=1.0)
+
+    def agapo_kl(lp, ref):
+        inputs = LossInputs(logprobs=lp, mask=torch.ones_like(lp), advantages=torch.zeros(1, dtype=lp.dtype),
+                            ref_logprobs=ref)
+        return agapo_loss(inputs, LossNorm(1, T, T), settings)[0]
+
+    estimated = _on_policy_expectation(policy, reference, agapo_kl)
+    assert exact.abs().max() > 1e-2
+    torch.testing.assert_close(estimated, exact, rtol=0, atol=1e-5)
+
+    # the per-token KL penalty (no cumulative future log-ratio) is not that gradient: the test can fail
+    naive = _on_policy_expectation(policy, reference, lambda lp, ref: (lp - ref).sum())
+    assert (naive - exact).abs().max() > 1e-2
+
+
+def test_agapo_policy_gradient_term_is_advantage_times_sequence_logprob():
+    lp = torch.tensor([[-1.0, -2.0, 0.0], [-0.5, -0.5, -0.5]], requires_grad=True)
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    adv = torch.tensor([2.0, -1.0])
+    norm = LossNorm.of(mask)
+    loss, metrics = agapo_loss(LossInputs(lp, mask, adv), norm, LossSettings(beta=0.0))
+    # -(2 * (-3) + (-1) * (-1.5)) / 2 sequences
+    assert loss.item() == pytest.approx(-(2 * -3.0 + -1 * -1.5) / 2)
+    (grad,) = torch.autograd.grad(loss, lp)
+    torch.testing.assert_close(grad, -adv[:, None] * mask / 2)
+    token_mean, _ = agapo_loss(LossInputs(lp, mask, adv), norm, LossSettings(loss_agg="token_mean"))
+    assert token_mean.item() == pytest.approx(-(2 * -3.0 + -1 * -1.5) / 5)
+
+
+def test_agapo_truncated_importance_weights():
+    lp = torch.log(torch.tensor([[0.5, 0.5]])).requires_grad_()
+    old = torch.log(torch.tensor([[0.1, 0.4]]))  # ratios 5 (capped at 2) and 1.25
+    inputs = LossInputs(lp, torch.ones(1, 2), torch.tensor([1.0]), old_logprobs=old)
+    loss, metrics = agapo_loss(inputs, LossNorm(1, 2, 2), LossSettings(tis_cap=2.0))
+    (grad,) = torch.autograd.grad(loss, lp)
+    torch.testing.assert_close(grad, -torch.tensor([[2.0, 1.25]]))
+    assert metrics["tis_truncated_frac"].item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="old"):
+        agapo_loss(LossInputs(lp, torch.ones(1, 2), torch.tensor([1.0])), LossNorm(1, 2, 2), LossSettings(tis_cap=2.0))
+
+
+# ---- TRL equality ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trl_model_dir(tmp_path_factory):
+    return make_tiny_exaone(tmp_path_factory.mktemp("trl") / "model")
+
+
+def make_trl_trainer(model_dir, output_dir, **config):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(output_dir=str(output_dir), num_generations=4, per_device_train_batch_size=4,
+                      report_to=[], use_cpu=True, bf16=False, **config)
+    trainer = GRPOTrainer(model=str(model_dir), args=args,
+                          reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+                          train_dataset=Dataset.from_dict({"prompt": ["t3 t4"] * 8}))
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not running here
+    trainer.model.train()
+    return trainer
+
+
+def _random_loss_batch(seed=0, n=6, t=7):
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, t + 1, (n,), generator=g)
+    mask = (torch.arange(t)[None] < lengths[:, None]).float()
+    lp = -3 * torch.rand(n, t, generator=g) * mask
+    old = (lp + 0.4 * torch.randn(n, t, generator=g)) * mask
+    ref = (lp + 0.3 * torch.randn(n, t, generator=g)) * mask
+    entropy = torch.rand(n, t, generator=g) * mask
+    adv = torch.randn(n, generator=g)
+    return lp, old, ref, entropy, mask, adv
+
+
+@pytest.mark.parametrize("loss_type,beta", [("grpo", 0.04), ("grpo", 0.0), ("dapo", 0.04), ("dapo", 0.0),
+                                            ("dr_grpo", 0.04)])
+def test_clipped_losses_equal_trl_grpo_trainer(trl_model_dir, tmp_path, loss_type, beta):
+    max_completion_length = 9
+    # DAPO's clip-higher: our default epsilon_high is the paper's 0.28; TRL needs it spelled out
+    clip_higher = {"epsilon_high": 0.28} if loss_type == "dapo" else {}
+    trainer = make_trl_trainer(trl_model_dir, tmp_path, loss_type=loss_type, beta=beta,
+                               max_completion_length=max_completion_length, **clip_higher)
+    lp, old, ref, entropy, mask, adv = _random_loss_batch()
+    n, t = mask.shape
+
+    trl_lp = lp.clone().requires_grad_()
+    # feed identical per-token log-probs: TRL's loss code runs unchanged from here on
+    trainer._get_per_token_logps_and_entropies = lambda *a, **k: (trl_lp, entropy, None)
+    inputs = {"prompt_ids": torch.full((n, 2), 3), "prompt_mask": torch.ones(n, 2, dtype=torch.long),
+              "completion_ids": torch.full((n, t), 4), "completion_mask": mask.long(), "advantages": adv,
+              "old_per_token_logps": old, "num_items_in_batch": mask.sum()}
+    if beta:
+        inputs["ref_per_token_logps"] = ref
+    trl_loss = trainer._compute_loss(trainer.model, inputs)
+    (trl_grad,) = torch.autograd.grad(trl_loss, trl_lp)
+
+    our_lp = lp.clone().requires_grad_()
+    ours, metrics = get_loss(loss_type)(
+        LossInputs(our_lp, mask, adv, old_logprobs=old, ref_logprobs=ref if beta else None, entropy=entropy),
+        LossNorm.of(mask, max_completion_length), LossSettings(beta=beta))
+    (our_grad,) = torch.autograd.grad(ours, our_lp)
+
+    torch.testing.assert_close(ours, trl_loss, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(our_grad, trl_grad, rtol=1e-6, atol=1e-7)
+    logged = trainer._metrics["train"]
+    assert metrics["clip_frac"].item() == pytest.approx(logged["clip_ratio/region_mean"][-1], abs=1e-6)
+    assert metrics["clip_frac"].item() > 0  # the batch is off-policy enough to clip
+    assert metrics["entropy"].item() == pytest.approx(logged["entropy"][-1], abs=1e-6)
+    if beta:
+        assert metrics["kl"].item() == pytest.approx(logged["kl"][-1], abs=1e-6)
+
+
+def test_loss_registry():
+    assert set(LOSSES) == {"agapo", "grpo", "dapo", "dr_grpo"}
+    with pytest.raises(KeyError, match="unknown policy loss 'ppo'"):
+        get_loss("ppo")
+
+
+# ---- chunked log-probs ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("chunk", [3, 1024])
+def test_chunked_logprobs_value_and_gradient_match_full_log_softmax(chunk):
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(10, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    weight = torch.randn(7, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    labels = torch.randint(0, 7, (10,), generator=g)
+    upstream = torch.randn(10, dtype=torch.float64, generator=g)
+
+    lp, entropy = chosen_token_logprobs(hidden, weight, labels, chunk)
+    grads = torch.autograd.grad((lp * upstream).sum(), [hidden, weight])
+
+    full = torch.log_softmax(hidden @ weight.t(), -1)
+    expected_lp = full.gather(1, labels[:, None]).squeeze(1)
+    expected_grads = torch.autograd.grad((expected_lp * upstream).sum(), [hidden, weight])
+    torch.testing.assert_close(lp.double(), expected_lp, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(entropy.double(), -(full.exp() * full).sum(-1), rtol=1e-6, atol=1e-6)
+    for ours, theirs in zip(grads, expected_grads):
+        torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
