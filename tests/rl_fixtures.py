@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 from pathlib import Path
 
 import torch
@@ -64,3 +65,19 @@ def random_batch(num_prompts: int, group_size: int, vocab_size: int, seed: int =
             modes.append("reasoning" if g % 2 else "non_reasoning")
     return TrainingBatch(prompt_ids=prompts, completion_ids=completions, advantages=advantages,
                          group_ids=groups, modes=modes)
+
+
+def make_trl_trainer(model_dir, output_dir, **config):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+    args = GRPOConfig(output_dir=str(output_dir), num_generations=4, per_device_train_batch_size=4,
+                      report_to=[], use_cpu=True, bf16=False, **config)
+    trainer = GRPOTrainer(model=str(model_dir), args=args,
+                          reward_funcs=lambda completions, **kw: [0.0] * len(completions),
+                          train_dataset=Dataset.from_dict({"prompt": ["t3 t4"] * 8}))
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not running here
+    trainer.model.train()
+    return trainer

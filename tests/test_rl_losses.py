@@ -2,7 +2,6 @@
 and the chunked log-prob kernel."""
 import itertools
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from rl.losses import LOSSES, LossInputs, LossNorm, LossSettings, agapo_loss, ge
 from rl.token_logprobs import chosen_token_logprobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rl_fixtures import make_tiny_exaone  # noqa: E402
+from rl_fixtures import make_tiny_exaone, make_trl_trainer  # noqa: E402
 
 V, T = 3, 3
 
@@ -109,22 +108,6 @@ def test_agapo_truncated_importance_weights():
 @pytest.fixture(scope="module")
 def trl_model_dir(tmp_path_factory):
     return make_tiny_exaone(tmp_path_factory.mktemp("trl") / "model")
-
-
-def make_trl_trainer(model_dir, output_dir, **config):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        from datasets import Dataset
-        from trl import GRPOConfig, GRPOTrainer
-
-    args = GRPOConfig(output_dir=str(output_dir), num_generations=4, per_device_train_batch_size=4,
-                      report_to=[], use_cpu=True, bf16=False, **config)
-    trainer = GRPOTrainer(model=str(model_dir), args=args,
-                          reward_funcs=lambda completions, **kw: [0.0] * len(completions),
-                          train_dataset=Dataset.from_dict({"prompt": ["t3 t4"] * 8}))
-    trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which is not running here
-    trainer.model.train()
-    return trainer
 
 
 def _random_loss_batch(seed=0, n=6, t=7):

@@ -1,0 +1,200 @@
+"""The learner on a real tiny Exaone4: packed log-probs, update direction, LoRA export, resume."""
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from rl.batch import TrainingBatch
+from rl.learner import Learner, LearnerConfig
+from rl.packing import pack_sequences, plan_micro_batches, shard_for_rank
+from rl.policy import LoraSettings
+from rl.trl_inputs import trl_grpo_inputs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rl_fixtures import make_tiny_exaone, make_trl_trainer, random_batch  # noqa: E402
+
+VOCAB = 64
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    # sliding window 8 < longest sequence (21): packed local attention is exercised
+    return make_tiny_exaone(tmp_path_factory.mktemp("learner") / "model")
+
+
+def config(model_dir, **overrides) -> LearnerConfig:
+    base = LearnerConfig(model_path=str(model_dir), lr=1e-2, beta=0.0, micro_batch_tokens=64, max_grad_norm=None)
+    return replace(base, **overrides)
+
+
+def sequence_logprobs(learner: Learner, batch: TrainingBatch) -> torch.Tensor:
+    micro = pack_sequences(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    with torch.no_grad():
+        return learner.policy.token_logprobs(micro)[0].sum(-1)
+
+
+def unpacked_logprobs(model, prompt, completion) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0].double().log_softmax(-1)
+    start = len(prompt) - 1
+    return logits[start:start + len(completion)].gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+
+
+def test_packed_logprobs_equal_one_sequence_at_a_time_and_trl(model_dir, tmp_path):
+    learner = Learner(config(model_dir))
+    batch = random_batch(3, 4, VOCAB, seed=1)
+    micro = pack_sequences(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    with torch.no_grad():
+        ours, entropy = learner.policy.token_logprobs(micro)
+    for i in range(len(batch)):
+        n = len(batch.completion_ids[i])
+        expected = unpacked_logprobs(learner.policy.hf_model, batch.prompt_ids[i], batch.completion_ids[i])
+        torch.testing.assert_close(ours[i, :n].double(), expected, rtol=0, atol=2e-6)
+        assert (ours[i, n:] == 0).all() and (entropy[i, :n] > 0).all()
+
+    trainer = make_trl_trainer(model_dir, tmp_path)  # TRL's own padded, fused-LM-head log-prob path
+    inputs = trl_grpo_inputs(batch, pad_id=2)
+    input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
+    with torch.no_grad():
+        trl_lp, trl_entropy, _ = trainer._get_per_token_logps_and_entropies(
+            trainer.model, input_ids, attention, inputs["completion_ids"].shape[1], compute_entropy=True)
+    mask = inputs["completion_mask"].bool()
+    torch.testing.assert_close(ours[mask], trl_lp[mask], rtol=0, atol=2e-5)
+    torch.testing.assert_close(entropy[mask], trl_entropy[mask], rtol=0, atol=2e-5)
+
+
+def test_one_agapo_step_moves_logprobs_with_the_advantage_sign(model_dir):
+    learner = Learner(config(model_dir, loss="agapo", lr=5e-3))
+    prompt = [5, 9, 11]
+    batch = TrainingBatch(prompt_ids=[prompt, prompt], completion_ids=[[20, 21, 22, 1], [30, 31, 1]],
+                          advantages=[1.0, -1.0], group_ids=[0, 0], modes=["reasoning", "reasoning"])
+    before = sequence_logprobs(learner, batch)
+    metrics = learner.step(batch)
+    after = sequence_logprobs(learner, batch)
+    assert after[0] > before[0] + 1e-3, (before, after)
+    assert after[1] < before[1] - 1e-3, (before, after)
+    assert metrics["grad_norm"] > 0 and metrics["loss"] == pytest.approx(-(before[0] - before[1]).item() / 2, rel=1e-4)
+
+
+def test_micro_batching_and_gradient_checkpointing_do_not_change_the_update(model_dir):
+    batch = random_batch(4, 4, VOCAB, seed=2)
+    weights = []
+    for overrides in ({"micro_batch_tokens": 10_000}, {"micro_batch_tokens": 40},
+                      {"micro_batch_tokens": None, "micro_batch_size": 3, "gradient_checkpointing": True}):
+        # adam_eps=1: the update is ~lr * gradient, so rounding in near-zero gradients is not amplified
+        learner = Learner(config(model_dir, loss="agapo", beta=0.05, lr=1.0, adam_eps=1.0, **overrides))
+        learner.step(batch)
+        learner.step(batch)  # second step: KL against the reference is non-zero
+        weights.append(learner.export_weights())
+    for other in weights[1:]:
+        for name, tensor in weights[0].items():
+            torch.testing.assert_close(other[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("loss", ["grpo", "dapo", "dr_grpo"])
+def test_clipped_losses_run_through_the_learner(model_dir, loss):
+    learner = Learner(config(model_dir, loss=loss, beta=0.04, steps_per_batch=2, lr=1e-3))
+    metrics = learner.step(random_batch(2, 4, VOCAB, seed=3))
+    assert learner.global_step == 2
+    for key in ("loss", "kl", "entropy", "clip_frac", "grad_norm", "entropy/reasoning", "kl/non_reasoning"):
+        assert key in metrics and metrics[key] == metrics[key], key
+
+
+def test_agapo_off_policy_correction_must_be_explicit(model_dir):
+    with pytest.raises(ValueError, match="off_policy_correction"):
+        config(model_dir, loss="agapo", steps_per_batch=2)
+    learner = Learner(config(model_dir, loss="agapo", steps_per_batch=2, off_policy_correction="tis", lr=1e-2))
+    metrics = learner.step(random_batch(2, 4, VOCAB, seed=4))
+    assert learner.global_step == 2 and "tis_truncated_frac" in metrics
+    with pytest.raises(ValueError, match="tis"):
+        config(model_dir, loss="grpo", off_policy_correction="tis")
+    with pytest.raises(ValueError, match="unknown 'ppo'"):
+        config(model_dir, loss="ppo")
+
+
+def test_bad_batches_are_named(model_dir):
+    learner = Learner(config(model_dir))
+    good = random_batch(1, 2, VOCAB)
+    with pytest.raises(ValueError, match=r"advantages has 1 rows"):
+        learner.step(replace(good, advantages=[0.5]))
+    with pytest.raises(ValueError, match=r"prompt_ids\[1\] is empty"):
+        learner.step(replace(good, prompt_ids=[good.prompt_ids[0], []]))
+    with pytest.raises(ValueError, match=r"advantages\[0\] = nan"):
+        learner.step(replace(good, advantages=[float("nan"), 0.0]))
+
+
+def test_lora_merged_export_matches_the_peft_model(model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    learner = Learner(config(model_dir, lora=LoraSettings(r=4, alpha=8), beta=0.1, lr=2e-2))
+    batch = random_batch(2, 4, VOCAB, seed=5)
+    base_logprobs = sequence_logprobs(learner, batch)
+    learner.step(batch)
+    learner.step(batch)
+    peft_logprobs = sequence_logprobs(learner, batch)
+    assert (peft_logprobs - base_logprobs).abs().max() > 1e-3  # the adapters did move the policy
+
+    # the reference is the base model: adapters disabled
+    micro = pack_sequences(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    ref = learner.policy.token_logprobs(micro, reference=True)[0].sum(-1)
+    torch.testing.assert_close(ref, base_logprobs, rtol=0, atol=1e-5)
+
+    merged = learner.export_weights(merged=True)
+    assert not any("lora" in k or "base_layer" in k for k in merged)
+    fresh = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    fresh.load_state_dict(merged, strict=True)
+    learner.save_pretrained(tmp_path / "policy")
+    reloaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "policy"))
+    assert (tmp_path / "policy" / "model.safetensors").is_file()
+    assert (tmp_path / "policy" / "tokenizer.json").is_file()
+    for model in (fresh, reloaded):
+        for i in range(len(batch)):
+            expected = peft_logprobs[i].double()
+            got = unpacked_logprobs(model, batch.prompt_ids[i], batch.completion_ids[i]).sum()
+            torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+
+    adapter = learner.export_weights(merged=False)
+    assert adapter and all("lora_" in k for k in adapter)
+
+
+def test_resume_from_training_state_continues_exactly(model_dir, tmp_path):
+    batch_a, batch_b = random_batch(2, 4, VOCAB, seed=6), random_batch(2, 4, VOCAB, seed=7)
+    settings = dict(loss="agapo", beta=0.05, lr=1e-2, lr_schedule="cosine", warmup_steps=1, total_steps=10)
+    learner = Learner(config(model_dir, **settings))
+    learner.step(batch_a)
+    learner.save_pretrained(tmp_path / "policy")
+    learner.save_training_state(tmp_path / "state")
+    continued = learner.step(batch_b)
+
+    resumed = Learner(config(model_dir, **settings, model_path=str(tmp_path / "policy"),
+                             ref_model_path=str(model_dir)))
+    resumed.load_training_state(tmp_path / "state")
+    assert resumed.global_step == 1
+    again = resumed.step(batch_b)
+    for key in ("loss", "kl", "grad_norm", "lr"):
+        assert again[key] == pytest.approx(continued[key], rel=1e-5, abs=1e-7), key
+    for name, tensor in learner.export_weights().items():
+        torch.testing.assert_close(resumed.export_weights()[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_lora_resume_restores_adapters(model_dir, tmp_path):
+    lora = LoraSettings(r=4, alpha=8)
+    learner = Learner(config(model_dir, lora=lora))
+    batch = random_batch(2, 4, VOCAB, seed=8)
+    learner.step(batch)
+    learner.save_training_state(tmp_path)
+    resumed = Learner(config(model_dir, lora=lora, seed=123))
+    resumed.load_training_state(tmp_path)
+    torch.testing.assert_close(sequence_logprobs(resumed, batch), sequence_logprobs(learner, batch))
+
+
+def test_planning_helpers():
+    lengths = [5, 9, 3, 7, 2]
+    assert plan_micro_batches(lengths, [0, 1, 2, 3, 4], max_tokens=12, max_sequences=None) == [[0], [1, 2], [3, 4]]
+    assert plan_micro_batches(lengths, [0, 1, 2, 3, 4], max_tokens=None, max_sequences=2) == [[0, 1], [2, 3], [4]]
+    shards = [shard_for_rank(lengths, 2, r) for r in range(2)]
+    assert sorted(shards[0] + shards[1]) == [0, 1, 2, 3, 4]
+    assert abs(sum(lengths[i] for i in shards[0]) - sum(lengths[i] for i in shards[1])) <= 2
