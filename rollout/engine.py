@@ -102,7 +102,7 @@ class VllmEngine:
             max_tokens=mode.max_tokens,
             logprobs=0,  # only the chosen token's logprob
             stop_token_ids=[self.tokenizer.eos_token_id],
-            skip_special_tokens=True,
+            detokenize=False,  # decoded below in one place, identically to HfEngine
         )
 
     def _to_sample(self, completion) -> Sample:
@@ -111,7 +111,7 @@ class VllmEngine:
         return Sample(
             token_ids=token_ids,
             logprobs=logprobs,
-            text=completion.text,
+            text=self.tokenizer.decode(token_ids, skip_special_tokens=True),
             finish_reason="length" if completion.finish_reason == "length" else "stop",
             policy_version=self._policy_version,
         )

@@ -8,10 +8,11 @@ Why this is more than `model.load_weights`: on the CPU backend vLLM packs every 
 layer's weight into a oneDNN / SGL handle when the model is loaded, replaces the layer's `weight` with
 an empty tensor and computes from the packed copy (the LM head keeps its weight but also computes
 from a packed copy). Loading into the parameters alone leaves the engine computing with the OLD
-weights. So, on CPU, each packed linear gets a full-shape weight parameter back (created by its own
-quant method, as at load time), the model's own `load_weights` fills it (it fuses q/k/v and gate/up
-from the Hugging Face names), and the layer's quant method re-packs it. This depends on vLLM
-internals; tests/test_rollout_weight_sync.py compares logprobs with transformers after updates and
+weights. So, on CPU, at the first update each packed linear gets a full-shape weight parameter back
+(created by its own quant method, as at load time) refilled from the checkpoint; from then on the
+model's own `load_weights` fills the parameters (it fuses q/k/v and gate/up from the Hugging Face
+names) and vLLM's CPU GEMM dispatch re-packs every layer, keeping the full weight. This depends on
+vLLM internals; tests/test_rollout_weight_sync.py compares logprobs with transformers after updates and
 fails loudly when an upgrade changes them.
 """
 from __future__ import annotations
@@ -27,19 +28,48 @@ class WeightSyncExtension:
 
         model = self.model_runner.model
         tensors = load_file(path, device="cpu")
-        on_cpu = _is_cpu_platform()
-        repackable = _packed_layers(model) if on_cpu else []
-        for layer in repackable:
-            _restore_full_weight(layer)
-        device = next(model.parameters()).device
-        model.load_weights((name, t.to(device)) for name, t in tensors.items())
-        for layer in repackable:
-            layer.quant_method.process_weights_after_loading(layer)
+        if not _is_cpu_platform():
+            device = next(model.parameters()).device
+            model.load_weights((name, t.to(device)) for name, t in tensors.items())
+            return len(tensors)
+        layers = _packed_layers(model)
+        if not getattr(self, "_unirl_full_weights_kept", False):
+            _restore_checkpoint_weights(self.vllm_config, model, layers)
+            self._unirl_full_weights_kept = True
+        model.load_weights(tensors.items())
+        _repack(layers)
         return len(tensors)
 
     def unirl_weight_checksum(self) -> float:
         """Sum of all parameters, for tests that want to see the update arrive."""
         return float(sum(p.double().sum() for p in self.model_runner.model.parameters()))
+
+
+def _restore_checkpoint_weights(vllm_config, model: torch.nn.Module, layers: list[torch.nn.Module]) -> None:
+    """First update on CPU: bring back full-shape weights, refilled from the checkpoint on disk.
+
+    From then on every layer keeps its full weight next to the packed copy (twice the linear weights'
+    memory), so a later update may carry only some tensors (a partial state dict).
+    """
+    from vllm.model_executor.model_loader import get_model_loader
+
+    restored = [layer for layer in layers if layer.weight.numel() == 0]
+    for layer in restored:
+        _restore_full_weight(layer)
+        layer.weight.data.fill_(float("nan"))
+    loader = get_model_loader(vllm_config.load_config)
+    model.load_weights(loader.get_all_weights(vllm_config.model_config, model))
+    unfilled = [name for name, m in model.named_modules() if m in restored and torch.isnan(m.weight).any()]
+    if unfilled:
+        raise RuntimeError(f"weight update on vLLM CPU: could not refill {unfilled[:3]} from the checkpoint")
+
+
+def _repack(layers: list[torch.nn.Module]) -> None:
+    """Re-run vLLM's CPU GEMM dispatch so the packed copies hold the new weights, keeping `weight`."""
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+    for layer in layers:
+        dispatch_cpu_unquantized_gemm(layer, remove_weight=False)
 
 
 def _is_cpu_platform() -> bool:

@@ -1,6 +1,6 @@
 """Shared fixtures for the rollout tests: one random-weight tiny Exaone4 model and one vLLM engine.
 
-Import the fixtures into a test module with `from tests.rollout_fixtures import *` or by name.
+Import the fixtures into a test module with `from rollout_fixtures import ...` (pytest puts tests/ on sys.path).
 Engines are session-scoped because each vLLM start costs ~25 s on this machine.
 """
 from __future__ import annotations

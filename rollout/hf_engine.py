@@ -1,0 +1,124 @@
+"""A transformers `generate` engine with VllmEngine's interface: for comparison and for machines without vLLM.
+
+Logprob semantics follow VllmEngine: "raw_logprobs" (default) are log_softmax of the raw logits
+(temperature 1, no top-p); "processed_logprobs" are taken from the temperature-scaled, top-p-truncated
+scores that were sampled from.
+"""
+from __future__ import annotations
+
+import torch
+
+from .modes import ModeSampling, SamplingConfig, render_prompt_ids
+from .types import GenerationRequest, RolloutGroup, Sample
+
+LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
+
+
+class HfEngine:
+    def __init__(
+        self,
+        model_path: str,
+        sampling: SamplingConfig | None = None,
+        max_model_len: int = 2048,
+        seed: int = 0,
+        dtype: str = "float32",
+        device: str | None = None,
+        logprobs_mode: str = "raw_logprobs",
+        **_ignored_vllm_options,
+    ):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if logprobs_mode not in LOGPROBS_MODES:
+            raise ValueError(f"HfEngine: logprobs_mode must be one of {LOGPROBS_MODES}, got {logprobs_mode!r}")
+        self.model_path = str(model_path)
+        self.sampling = sampling or SamplingConfig()
+        self.max_model_len = max_model_len
+        self.logprobs_mode = logprobs_mode
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+        if self.tokenizer.eos_token_id is None:
+            raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
+        self.model.to(self.device).eval()
+        self.generator_seed = seed
+        torch.manual_seed(seed)
+        self._policy_version = 0
+
+    @property
+    def policy_version(self) -> int:
+        return self._policy_version
+
+    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        return [self._generate_one(r, r.n, greedy=False) for r in requests]
+
+    def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        return [self._generate_one(r, 1, greedy=True) for r in requests]
+
+    @torch.no_grad()
+    def _generate_one(self, request: GenerationRequest, n: int, greedy: bool) -> RolloutGroup:
+        mode = self.sampling.for_mode(request.mode)
+        prompt_ids = render_prompt_ids(self.tokenizer, request)
+        inputs = torch.tensor([prompt_ids] * n, device=self.device)
+        out = self.model.generate(
+            inputs,
+            attention_mask=torch.ones_like(inputs),
+            **self._generate_kwargs(mode, greedy, len(prompt_ids)),
+        )
+        steps = out.logits if self.logprobs_mode == "raw_logprobs" else out.scores
+        step_logprobs = torch.stack(steps, dim=1).float().log_softmax(-1)  # [n, new, vocab]
+        new_tokens = out.sequences[:, len(prompt_ids):]
+        chosen = step_logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
+        samples = [self._to_sample(new_tokens[i].tolist(), chosen[i].tolist()) for i in range(n)]
+        return RolloutGroup(request.request_id, request.mode, prompt_ids, samples)
+
+    def _generate_kwargs(self, mode: ModeSampling, greedy: bool, prompt_len: int) -> dict:
+        max_new = min(mode.max_tokens, self.max_model_len - prompt_len)
+        if max_new < 1:
+            raise ValueError(f"HfEngine: prompt of {prompt_len} tokens leaves no room in max_model_len={self.max_model_len}")
+        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=mode.temperature, top_p=mode.top_p, top_k=0)
+        return dict(
+            max_new_tokens=max_new,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id,
+            return_dict_in_generate=True,
+            output_logits=True,
+            output_scores=True,
+            **sampling,
+        )
+
+    def _to_sample(self, tokens: list[int], logprobs: list[float]) -> Sample:
+        eos = self.tokenizer.eos_token_id
+        stopped = eos in tokens
+        length = tokens.index(eos) + 1 if stopped else len(tokens)  # keep the eos token, like vLLM
+        tokens, logprobs = tokens[:length], logprobs[:length]
+        return Sample(
+            token_ids=tokens,
+            logprobs=logprobs,
+            text=self.tokenizer.decode(tokens, skip_special_tokens=True),
+            finish_reason="stop" if stopped else "length",
+            policy_version=self._policy_version,
+        )
+
+    @torch.no_grad()
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        ids = torch.tensor([token_ids], device=self.device)
+        logprobs = self.model(ids).logits[0, :-1].float().log_softmax(-1)
+        return logprobs.gather(-1, ids[0, 1:].unsqueeze(-1)).squeeze(-1).tolist()
+
+    def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
+        own = self.model.state_dict()
+        unknown = sorted(set(weights) - set(own))
+        if unknown:
+            raise KeyError(f"HfEngine.update_weights: names not in the model {self.model_path}: {unknown[:5]}")
+        with torch.no_grad():
+            for name, tensor in weights.items():
+                own[name].copy_(tensor.to(own[name].device, own[name].dtype))
+        self._policy_version = int(version)
+
+    def load_weights_file(self, path: str, version: int) -> None:
+        from safetensors.torch import load_file
+
+        self.update_weights(load_file(path), version)
+
+    def shutdown(self) -> None:
+        self.model = None
