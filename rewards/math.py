@@ -15,7 +15,8 @@ from rewards.types import RewardInput, RewardOutput
 MAX_ANSWER_CHARS = 500
 MAX_EXPONENT = 10_000
 _POWER = re.compile(r"(?:\^|\*\*)\s*\{?\s*\(?\s*(\d+)")
-_NESTED_POWER = re.compile(r"(?:\^|\*\*)\s*\{?[^}\s]*?(?:\^|\*\*)")
+# a power inside an exponent: 2^{3^{4}}, 10^10^10, 2**3**4
+_NESTED_POWER = re.compile(r"\^\{[^{}]*(?:\^|\*\*)|(?:\^|\*\*)\(?[\d.]+\)?(?:\^|\*\*)")
 _FACTORIAL = re.compile(r"(\d+)\s*!")
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 

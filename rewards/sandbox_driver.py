@@ -94,15 +94,16 @@ def _exception_from(name, message: str) -> Exception:
 class RemoteObject:
     """A proxy for an object living in the untrusted process. Equal only to itself; no truth value."""
 
-    __slots__ = ("_channel", "_target")
+    __slots__ = ("_channel", "_target", "_truth")
 
-    def __init__(self, channel: ProgramChannel, target):
+    def __init__(self, channel: ProgramChannel, target, truth: bool | None = None):
         object.__setattr__(self, "_channel", channel)
         object.__setattr__(self, "_target", target)
+        object.__setattr__(self, "_truth", truth)
 
     @staticmethod
     def bind(channel: ProgramChannel):
-        return lambda hid: RemoteObject(channel, hid)
+        return lambda hid, truth: RemoteObject(channel, hid, truth)
 
     def __call__(self, *args, **kwargs):
         return self._channel.request({
@@ -115,7 +116,10 @@ class RemoteObject:
         return self._channel.request({"op": "getattr", "target": self._target, "name": name})
 
     def __bool__(self):
-        raise TypeError("an object from the program has no truth value here")
+        # The program reported the truth value; believing it grants nothing a plain True would not.
+        if self._truth is None:
+            raise TypeError("an object from the program without a truth value")
+        return self._truth
 
     def __repr__(self):
         return f"<program object {self._target!r}>"
@@ -130,7 +134,7 @@ def _as_handle(value):
 
 
 def run_function_tests(test_code: str, entry_point: str | None, program_names: list[str],
-                       channel: ProgramChannel) -> tuple[list[bool], str | None]:
+                       channel: ProgramChannel, modules: dict | None = None) -> tuple[list[bool], str | None]:
     """Run the tests; returns (per-assert outcome, error or None)."""
     code, n_asserts = instrument_tests(test_code)
     if n_asserts == 0:
@@ -140,7 +144,7 @@ def run_function_tests(test_code: str, entry_point: str | None, program_names: l
     def record(index: int, ok: bool) -> None:
         outcomes[index] = bool(ok) and outcomes[index] is not False
 
-    namespace = {"__name__": "__tests__", _RECORD: record}
+    namespace = {"__name__": "__tests__", _RECORD: record, **(modules or {})}
     namespace.update({name: RemoteObject(channel, name) for name in program_names})
     error = None
     try:

@@ -17,6 +17,7 @@ Protocol on stdin/stdout of Z: length-prefixed JSON (sandbox_wire). Run as
 from __future__ import annotations
 
 import builtins
+import importlib
 import json
 import os
 import resource
@@ -66,10 +67,12 @@ def _enter_program_jail(job: dict, in_pid_namespace: bool, fds: dict) -> list[st
     jail.no_new_privileges()
     jail.apply_rlimits(limits)
     if _is_root():
-        if in_pid_namespace and jail.python_readable_by_others():
-            jail.drop_privileges(job["uid"])
-        else:  # the interpreter is unreadable to other uids: stay uid 0 without capabilities
+        if in_pid_namespace and not jail.python_readable_by_others():
+            # The interpreter is unreadable to other uids even after private_filesystem: stay uid
+            # 0 without any capability; the pid namespace keeps kill() away from the host.
             jail.drop_capabilities()
+        else:
+            jail.drop_privileges(job["uid"])
     sys.stdin = open(0, "r", closefd=False)
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
@@ -88,16 +91,40 @@ def _count_own_processes() -> int:
     return count
 
 
+_BUILTIN_BASES = (bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset)
+
+
+def _as_builtin(value):
+    """Instances of subclasses of builtin types (Counter, OrderedDict, namedtuple, numpy.float64)
+    as the builtin value they hold, read with the base type's own methods; None otherwise.
+    (This runs in the untrusted process: it is a convenience for honest programs, not a defence.)"""
+    if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
+        return value.tolist()
+    for base in _BUILTIN_BASES:
+        if isinstance(value, base):
+            if base is dict:
+                return dict(dict.items(value))
+            if base in (list, tuple, set, frozenset):
+                return base(base.__iter__(value))
+            return base(value) if base is not bool else bool(int.__int__(value))
+    return None
+
+
 def _serve_calls(namespace: dict) -> None:
     handles: dict[int, object] = {}
 
     def store(value, depth):
-        if type(value).__module__ == "numpy" and hasattr(value, "tolist"):
-            return encode_value(value.tolist(), store, depth + 1)
+        plain = _as_builtin(value)
+        if plain is not None:
+            return encode_value(plain, store, depth + 1)
         handles[len(handles)] = value
-        return {"$h": len(handles) - 1}
+        try:
+            truth = bool(value)
+        except Exception:  # noqa: BLE001
+            truth = None
+        return {"$h": [len(handles) - 1, truth]}
 
-    def resolve(hid):
+    def resolve(hid, _truth):
         return handles[hid]
 
     while True:
@@ -140,7 +167,9 @@ def _run_program(job: dict, in_pid_namespace: bool, fds: dict) -> None:
     if stdio:
         _flush_and_exit(0)
     names = [k for k, v in list(namespace.items()) if not k.startswith("__") and callable(v)]
-    send_message(PROGRAM_OUT, {"names": names})
+    modules = {k: v.__name__ for k, v in list(namespace.items())
+               if type(v) is type(sys) and not k.startswith("__") and isinstance(v.__name__, str)}
+    send_message(PROGRAM_OUT, {"names": names, "modules": modules})
     _serve_calls(namespace)
     _flush_and_exit(0)
 
@@ -244,6 +273,19 @@ def _stdio_outcome(pid: int, deadline: float, stdout_path: str, expected: str) -
     return {"passed": [ok], "error": None if ok else "wrong output"}
 
 
+def _standard_modules(modules: dict) -> dict:
+    """Standard-library modules the program imported, imported here too (tests may rely on them)."""
+    found = {}
+    for alias, name in modules.items():
+        if isinstance(alias, str) and alias.isidentifier() and isinstance(name, str) \
+                and name.split(".")[0] in sys.stdlib_module_names:
+            try:
+                found[alias] = importlib.import_module(name)
+            except Exception:  # noqa: BLE001
+                pass
+    return found
+
+
 def _function_outcome(job: dict, tests: dict, to_program: int, from_program: int, deadline: float) -> dict:
     try:
         hello = recv_message(from_program, deadline)
@@ -255,8 +297,10 @@ def _function_outcome(job: dict, tests: dict, to_program: int, from_program: int
         error = hello.get("load_error") if isinstance(hello, dict) else None
         return {"passed": [], "error": f"program failed to load: {error or 'bad handshake'}"}
     names = [n for n in hello["names"] if isinstance(n, str) and n.isidentifier()]
+    modules = hello.get("modules") if isinstance(hello.get("modules"), dict) else {}
     channel = ProgramChannel(to_program, from_program, deadline)
-    passed, error = run_function_tests(tests["test_code"], job.get("entry_point"), names, channel)
+    passed, error = run_function_tests(tests["test_code"], job.get("entry_point"), names, channel,
+                                       _standard_modules(modules))
     return {"passed": passed, "error": error}
 
 

@@ -98,7 +98,7 @@ def encode_value(value, store_handle=None, depth: int = 0):
     if kind is complex:
         return {"$c": [encode_value(value.real), encode_value(value.imag)]}
     if kind is Handle:
-        return {"$h": value.hid}
+        return {"$h": [value.hid, None]}
     if store_handle is None:
         raise TypeError(f"cannot send a {kind.__name__} to the sandbox")
     return store_handle(value, depth)
@@ -135,7 +135,7 @@ def decode_value(data, resolve_handle=None, depth: int = 0):
     if tag == "$c":
         return complex(sub(body[0]), sub(body[1]))
     if tag == "$h":
-        if resolve_handle is None or type(body) is not int:
+        if resolve_handle is None or type(body) is not list or len(body) != 2 or type(body[0]) is not int:
             raise WireError("unexpected handle")
-        return resolve_handle(body)
+        return resolve_handle(body[0], body[1] if type(body[1]) is bool else None)
     raise WireError(f"unknown tag {tag!r}")

@@ -1,0 +1,26 @@
+import pytest
+
+from rewards.format import FormatReward, split_answer
+from rewards.types import RewardInput
+
+
+@pytest.mark.parametrize("completion,mode,answer,error", [
+    ("think a bit\n</think>\n\nThe answer is 4[|endofturn|]", "reasoning", "The answer is 4", None),
+    ("a</think>b</think>\n\nfinal", "reasoning", "final", None),
+    ("still thinking, never closed", "reasoning", None, "unclosed think"),
+    ("x</think>\n\nanswer <think>more", "reasoning", None, "think block opened after </think>"),
+    ("The answer is 4\n[|endofturn|]\ngarbage</think>", "non_reasoning", "The answer is 4", None),
+    ("<think>\nsneaky\n</think>\n\n4", "non_reasoning", None, "think tag in a non-reasoning answer"),
+    ("4 </think>", "non_reasoning", None, "think tag in a non-reasoning answer"),
+    ("4", "chat", None, "unknown mode 'chat' (expected one of ('reasoning', 'non_reasoning'))"),
+])
+def test_split_answer(completion, mode, answer, error):
+    assert split_answer(completion, mode) == (answer, error)
+
+
+def test_format_reward_scores_and_reports():
+    out = FormatReward()([RewardInput("r</think>\n\n42", "reasoning", {}),
+                          RewardInput("no close", "reasoning", {}),
+                          RewardInput("r</think>\n\n", "reasoning", {})])
+    assert [o.score for o in out] == [1.0, 0.0, 0.0]
+    assert [o.error for o in out] == [None, "unclosed think", "empty answer"]

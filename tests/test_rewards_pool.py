@@ -1,0 +1,46 @@
+import threading
+import time
+
+from rewards.pool import RewardPool
+from rewards.types import RewardInput, RewardOutput
+
+
+class Const:
+    def __init__(self, name, value):
+        self.name, self.value = name, value
+
+    def __call__(self, inputs):
+        return [RewardOutput(self.value, extras={"seen": i.completion}) for i in inputs]
+
+
+class Flaky:
+    name = "flaky"
+
+    def __call__(self, inputs):
+        if inputs[0].completion == "raise":
+            raise RuntimeError("boom")
+        if inputs[0].completion == "hang":
+            threading.Event().wait(30)
+        if inputs[0].completion == "bad":
+            return [0.5]
+        return [RewardOutput(1.0)]
+
+
+def test_weighted_sum_with_components_in_extras():
+    pool = RewardPool([(Const("a", 1.0), 0.7), (Const("b", 0.5), 0.2)], num_workers=2)
+    out = pool.score([RewardInput("x", "non_reasoning", {})])
+    assert abs(out[0].score - 0.8) < 1e-9
+    assert out[0].extras["a"] == 1.0 and out[0].extras["b"] == 0.5 and out[0].extras["a/seen"] == "x"
+    assert out[0].error is None and not pool.error_counts
+
+
+def test_raise_hang_and_malformed_score_zero_and_are_counted():
+    pool = RewardPool([(Flaky(), 1.0), (Const("c", 1.0), 0.5)], num_workers=2, timeout_s=0.5)
+    inputs = [RewardInput(c, "non_reasoning", {}) for c in ("ok", "raise", "hang", "bad", "ok")]
+    start = time.monotonic()
+    out = pool.score(inputs)
+    assert time.monotonic() - start < 5
+    assert [o.score for o in out] == [1.5, 0.5, 0.5, 0.5, 1.5]
+    assert "RuntimeError: boom" in out[1].error and "timeout" in out[2].error and "TypeError" in out[3].error
+    assert pool.error_counts == {"flaky": 3}
+    assert [o.score for o in pool.score(inputs[:1])] == [1.5]  # the run goes on
