@@ -1,0 +1,254 @@
+"""A pool of rollout workers (Ray actors), placed with a Ray placement group.
+
+- Requests go to the worker with the least pending work (samples x max new tokens), one batched call
+  per worker, and come back in request order.
+- `update_weights` puts the weights in the Ray object store once; every actor reads them from there.
+- Every sample carries the policy version of the weights that produced it.
+- An actor that dies is replaced in its placement-group bundle, given the latest weights, and its
+  unfinished requests are issued again.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import torch
+
+from .types import GenerationRequest, RolloutGroup
+from .worker import RolloutWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PoolPlacement:
+    """One bundle per worker. CPU machines: CPUs only. GPU clusters: num_gpus_per_worker = the engine's
+    tensor_parallel_size (engine_kwargs), so one vLLM engine owns that many GPUs."""
+
+    num_cpus_per_worker: float = 1
+    num_gpus_per_worker: float = 0
+    strategy: str = "PACK"  # Ray placement strategy: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
+    cpu_binds: list[str] | None = None  # per worker VLLM_CPU_OMP_THREADS_BIND, e.g. ["0", "1"]
+    ready_timeout_s: float = 600
+
+    def bundle(self) -> dict[str, float]:
+        b = {"CPU": self.num_cpus_per_worker}
+        if self.num_gpus_per_worker:
+            b["GPU"] = self.num_gpus_per_worker
+        return b
+
+
+@dataclass
+class _Slot:
+    """One bundle of the placement group and the actor currently living in it."""
+
+    index: int
+    actor: object
+    pending_cost: float = 0.0
+    restarts: int = 0
+    calls: list = field(default_factory=list)
+    restart_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class RolloutPool:
+    def __init__(
+        self,
+        num_workers: int,
+        engine_kwargs: dict,
+        engine: str = "vllm",
+        placement: PoolPlacement | None = None,
+        max_reissues: int = 2,
+    ):
+        import ray
+        from ray.util.placement_group import placement_group
+
+        if num_workers < 1:
+            raise ValueError(f"RolloutPool: num_workers must be >= 1, got {num_workers}")
+        self.placement = placement or PoolPlacement()
+        if self.placement.cpu_binds is not None and len(self.placement.cpu_binds) != num_workers:
+            raise ValueError(f"RolloutPool: cpu_binds has {len(self.placement.cpu_binds)} entries for {num_workers} workers")
+        if not ray.is_initialized():
+            ray.init()
+        self.engine = engine
+        self.engine_kwargs = dict(engine_kwargs)
+        self.max_reissues = max_reissues
+        self._lock = threading.Lock()
+        self._weights_ref = None
+        self._policy_version = 0
+        self.placement_group = placement_group([self.placement.bundle()] * num_workers, strategy=self.placement.strategy)
+        self._wait(self.placement_group.ready(), "placement group with bundles " + str(self.placement.bundle()))
+        self.slots = [_Slot(i, self._start_actor(i)) for i in range(num_workers)]
+        self._wait([s.actor.ping.remote() for s in self.slots], "rollout workers to start")
+
+    # ---- public API -------------------------------------------------------------------------
+    @property
+    def policy_version(self) -> int:
+        return self._policy_version
+
+    @property
+    def restarts(self) -> int:
+        return sum(s.restarts for s in self.slots)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        return self._run_balanced("generate", requests)
+
+    def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        return self._run_balanced("generate_greedy", requests)
+
+    def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
+        """Every worker loads the weights (one object-store copy); new samples carry `version`."""
+        import ray
+
+        ref = ray.put(weights)
+        with self._lock:
+            self._weights_ref, self._policy_version = ref, int(version)
+        calls = [(slot, slot.actor, slot.actor.update_weights.remote(ref, int(version))) for slot in self.slots]
+        for slot, actor, call in calls:
+            try:
+                ray.get(call)
+            except ray.exceptions.RayActorError:
+                self._replace_if_dead(slot, actor)  # the replacement loads the latest weights itself
+
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        import ray
+
+        slot = self.slots[0]
+        actor = slot.actor
+        try:
+            return ray.get(actor.prompt_logprobs.remote(token_ids))
+        except ray.exceptions.RayActorError:
+            self._replace_if_dead(slot, actor)
+            return ray.get(slot.actor.prompt_logprobs.remote(token_ids))
+
+    def ping(self) -> list[dict]:
+        import ray
+
+        return ray.get([s.actor.ping.remote() for s in self.slots])
+
+    def shutdown(self) -> None:
+        import ray
+        from ray.util.placement_group import remove_placement_group
+
+        for slot in self.slots:
+            try:
+                ray.get(slot.actor.shutdown.remote(), timeout=60)
+            except Exception as err:  # a dead or hung actor is killed below anyway
+                log.warning("rollout worker %d did not shut down cleanly: %s", slot.index, err)
+            ray.kill(slot.actor, no_restart=True)
+        remove_placement_group(self.placement_group)
+        self.slots = []
+
+    # ---- balancing and re-issue -------------------------------------------------------------
+    def _run_balanced(self, method: str, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        import ray
+
+        results: list[RolloutGroup | None] = [None] * len(requests)
+        in_flight = {}
+        for slot, indices in self._assign(requests, greedy=(method == "generate_greedy")):
+            actor = slot.actor
+            ref = self._submit(slot, method, [requests[i] for i in indices])
+            in_flight[ref] = (slot, actor, indices, 0)
+        while in_flight:
+            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
+            slot, actor, indices, attempt = in_flight.pop(ref)
+            try:
+                groups = ray.get(ref)
+            except ray.exceptions.RayActorError as err:
+                if attempt >= self.max_reissues:
+                    raise RuntimeError(f"rollout worker {slot.index} died {attempt + 1} times on the same requests") from err
+                log.warning("rollout worker %d died (%s); restarting it and re-issuing %d requests", slot.index, err, len(indices))
+                self._replace_if_dead(slot, actor)
+                actor = slot.actor
+                new_ref = self._submit(slot, method, [requests[i] for i in indices], cost=self._cost_of(ref, slot))
+                in_flight[new_ref] = (slot, actor, indices, attempt + 1)
+                continue
+            finally:
+                self._finish(slot, ref)
+            for i, group in zip(indices, groups):
+                results[i] = group
+        return results  # type: ignore[return-value]
+
+    def _assign(self, requests: list[GenerationRequest], greedy: bool) -> list[tuple[_Slot, list[int]]]:
+        """Longest-first greedy: each request goes to the worker with the least pending work."""
+        load = {s.index: s.pending_cost for s in self.slots}
+        chosen: dict[int, list[int]] = {s.index: [] for s in self.slots}
+        order = sorted(range(len(requests)), key=lambda i: -self._request_cost(requests[i], greedy))
+        for i in order:
+            target = min(load, key=lambda k: (load[k], k))
+            chosen[target].append(i)
+            load[target] += self._request_cost(requests[i], greedy)
+        return [(self.slots[k], sorted(v)) for k, v in chosen.items() if v]
+
+    def _request_cost(self, request: GenerationRequest, greedy: bool) -> float:
+        sampling = self.engine_kwargs.get("sampling")
+        max_tokens = sampling.for_mode(request.mode).max_tokens if sampling is not None else 1
+        return (1 if greedy else request.n) * max_tokens
+
+    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], cost: float | None = None):
+        if cost is None:
+            cost = sum(self._request_cost(r, method == "generate_greedy") for r in requests)
+        ref = getattr(slot.actor, method).remote(requests)
+        with self._lock:
+            slot.pending_cost += cost
+            slot.calls.append((ref, cost))
+        return ref
+
+    def _cost_of(self, ref, slot: _Slot) -> float:
+        return next((c for r, c in slot.calls if r == ref), 0.0)
+
+    def _finish(self, slot: _Slot, ref) -> None:
+        with self._lock:
+            for k, (r, c) in enumerate(slot.calls):
+                if r == ref:
+                    slot.pending_cost -= c
+                    del slot.calls[k]
+                    break
+
+    # ---- actors -----------------------------------------------------------------------------
+    def _start_actor(self, index: int):
+        import ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        binds = self.placement.cpu_binds
+        actor_cls = ray.remote(RolloutWorker).options(
+            num_cpus=self.placement.num_cpus_per_worker,
+            num_gpus=self.placement.num_gpus_per_worker,
+            scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=self.placement_group, placement_group_bundle_index=index
+            ),
+        )
+        return actor_cls.remote(self.engine, self.engine_kwargs, binds[index] if binds else None)
+
+    def _replace_if_dead(self, slot: _Slot, dead_actor) -> None:
+        """Replace a dead actor in its bundle and bring it to the latest weights before any new work.
+
+        Several failed calls may report the same death; only the first replaces the actor."""
+        import ray
+
+        with slot.restart_lock:
+            if slot.actor is not dead_actor:
+                return
+            try:
+                ray.kill(dead_actor, no_restart=True)
+            except Exception:  # already gone
+                pass
+            actor = self._start_actor(slot.index)
+            self._wait([actor.ping.remote()], f"rollout worker {slot.index} to restart")
+            with self._lock:
+                ref, version = self._weights_ref, self._policy_version
+            if ref is not None:
+                ray.get(actor.update_weights.remote(ref, version))
+            slot.actor = actor
+            slot.restarts += 1
+
+    def _wait(self, refs, what: str):
+        import ray
+
+        try:
+            return ray.get(refs, timeout=self.placement.ready_timeout_s)
+        except ray.exceptions.GetTimeoutError as err:
+            raise TimeoutError(
+                f"RolloutPool: timed out after {self.placement.ready_timeout_s}s waiting for {what}; "
+                "does the Ray cluster have the resources?"
+            ) from err

@@ -1,0 +1,55 @@
+"""A rollout worker: one generation engine (vLLM or transformers) inside a Ray actor.
+
+`RolloutWorker` is a plain class; `RolloutPool` turns it into an actor with `ray.remote(...)`, so the
+same class also runs in-process (tests, `unirl eval`). vLLM spawns its engine process from inside the
+actor, which is fine: the actor is not a `__main__` module.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from .types import GenerationRequest, RolloutGroup
+
+ENGINES = ("vllm", "hf")
+
+
+def build_engine(engine: str, engine_kwargs: dict):
+    if engine == "vllm":
+        from .engine import VllmEngine
+
+        return VllmEngine(**engine_kwargs)
+    if engine == "hf":
+        from .hf_engine import HfEngine
+
+        return HfEngine(**engine_kwargs)
+    raise ValueError(f"rollout engine must be one of {ENGINES}, got {engine!r}")
+
+
+class RolloutWorker:
+    def __init__(self, engine: str = "vllm", engine_kwargs: dict | None = None, cpu_bind: str | None = None):
+        """`cpu_bind` (e.g. "0" or "0-1") pins vLLM's CPU threads; None leaves vLLM's automatic binding."""
+        if cpu_bind is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind
+        self.engine_name = engine
+        self.engine = build_engine(engine, dict(engine_kwargs or {}))
+
+    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        return self.engine.generate(requests)
+
+    def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        return self.engine.generate_greedy(requests)
+
+    def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> int:
+        self.engine.update_weights(weights, version)
+        return self.engine.policy_version
+
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        return self.engine.prompt_logprobs(token_ids)
+
+    def ping(self) -> dict:
+        return {"pid": os.getpid(), "engine": self.engine_name, "policy_version": self.engine.policy_version}
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
