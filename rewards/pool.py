@@ -73,7 +73,7 @@ class RewardPool:
             extras[fn.name] = part.score
             extras.update({f"{fn.name}/{k}": v for k, v in part.extras.items()})
             if part.error:
-                errors.append(f"{fn.name}: {part.error}")
+                errors.append(f"{fn.name}: {part.error}" if len(self.rewards) > 1 else part.error)
         return RewardOutput(total, "; ".join(errors) or None, extras)
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """Sandbox server: a pre-imported zygote that forks one isolated job per request.
 
-Process tree per job (threat model in docs/sandbox.md):
+Process tree per job (threat model in rewards/SANDBOX.md):
 
     zygote Z (trusted; no network namespace of its own after start-up when root)
       └─ job driver A (trusted; holds the tests, runs them, writes the result to Z)

@@ -41,6 +41,6 @@ def test_raise_hang_and_malformed_score_zero_and_are_counted():
     out = pool.score(inputs)
     assert time.monotonic() - start < 5
     assert [o.score for o in out] == [1.5, 0.5, 0.5, 0.5, 1.5]
-    assert "RuntimeError: boom" in out[1].error and "timeout" in out[2].error and "TypeError" in out[3].error
+    assert "flaky: RuntimeError: boom" in out[1].error and "timeout" in out[2].error and "TypeError" in out[3].error
     assert pool.error_counts == {"flaky": 3}
     assert [o.score for o in pool.score(inputs[:1])] == [1.5]  # the run goes on
