@@ -1,3 +1,4 @@
+import subprocess
 import sys
 import textwrap
 
@@ -91,4 +92,10 @@ def test_plugin_with_syntax_error(tmp_path):
 def test_builtins_have_names():
     for name in ("math", "code", "format", "auto"):
         assert load_reward(name).name == name
-    assert "rewards.rollout" not in sys.modules
+
+
+def test_rewards_imports_no_other_unirl_package():
+    code = ("import sys, rewards, rewards.auto, rewards.verify_file, rewards.sandbox_server, rewards.math_worker;"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'rollout', 'rl', 'orchestration', 'filtering'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
