@@ -19,7 +19,7 @@ import torch
 from rl import data_parallel
 from rl.batch import TrainingBatch
 from rl.losses import LOSSES, LossInputs, LossNorm, LossSettings
-from rl.packing import PackedMicroBatch, pack_sequences, plan_micro_batches, shard_for_rank
+from rl.micro_batches import LAYOUTS, MicroBatch, build_micro_batch, plan_micro_batches, shard_for_rank
 from rl.policy import LoraSettings, Policy, torch_dtype
 from rl.token_logprobs import DEFAULT_CHUNK_TOKENS
 
@@ -41,9 +41,10 @@ class LearnerConfig:
     lr_schedule: str = "constant"
     warmup_steps: int = 0
     total_steps: int | None = None  # needed by linear and cosine schedules
-    micro_batch_tokens: int | None = 4096  # packed tokens per forward/backward
+    micro_batch_tokens: int | None = 4096  # model positions (padding included) per forward/backward
     micro_batch_size: int | None = None  # or/and at most this many sequences per micro-batch
     gradient_checkpointing: bool = False
+    layout: str = "padded"  # "padded" (sorted, right-padded, no mask) or "packed" (padding-free); see rl.micro_batches
     lora: LoraSettings | None = None
     seed: int = 0
     dtype: str = "float32"  # parameter dtype
@@ -86,6 +87,8 @@ class LearnerConfig:
         if self.lora is not None and self.ref_model_path not in (None, self.model_path):
             raise ValueError("LearnerConfig: with LoRA the reference is model_path with adapters disabled; "
                              "ref_model_path must be unset")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"LearnerConfig.layout: unknown '{self.layout}'; known: {LAYOUTS}")
         if self.micro_batch_tokens is None and self.micro_batch_size is None:
             raise ValueError("LearnerConfig: set micro_batch_tokens or micro_batch_size")
         torch_dtype(self.dtype)
@@ -163,19 +166,21 @@ class Learner:
 
     # ---- one batch -----------------------------------------------------------------------
 
-    def _micro_batches(self, batch: TrainingBatch) -> list[PackedMicroBatch]:
+    def _micro_batches(self, batch: TrainingBatch) -> list[MicroBatch]:
         world_size, rank = data_parallel.world()
         lengths = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
         mine = shard_for_rank(lengths, world_size, rank)
-        groups = plan_micro_batches(lengths, mine, self.config.micro_batch_tokens, self.config.micro_batch_size)
-        return [pack_sequences(batch.prompt_ids, batch.completion_ids, g, self.config.device) for g in groups]
+        groups = plan_micro_batches(lengths, mine, self.config.micro_batch_tokens, self.config.micro_batch_size,
+                                    self.config.layout)
+        return [build_micro_batch(batch.prompt_ids, batch.completion_ids, g, self.config.layout,
+                                  device=self.config.device) for g in groups]
 
     def _norm(self, batch: TrainingBatch) -> LossNorm:
         lengths = [len(c) for c in batch.completion_ids]
         return LossNorm(num_sequences=len(batch), num_tokens=sum(lengths),
                         max_completion_length=self.config.max_completion_length or max(lengths))
 
-    def _initial_old_logprobs(self, batch: TrainingBatch, micro: list[PackedMicroBatch]) -> list[torch.Tensor | None]:
+    def _initial_old_logprobs(self, batch: TrainingBatch, micro: list[MicroBatch]) -> list[torch.Tensor | None]:
         if self.config.old_logprobs == "rollout":
             if batch.rollout_logprobs is None:
                 raise ValueError("LearnerConfig.old_logprobs='rollout' but TrainingBatch.rollout_logprobs is None")
@@ -223,7 +228,7 @@ class Learner:
                        step_time_s=time.perf_counter() - started)
         return metrics
 
-    def _add_mode_metrics(self, sums, batch: TrainingBatch, mb: PackedMicroBatch, logprobs, entropy, ref) -> None:
+    def _add_mode_metrics(self, sums, batch: TrainingBatch, mb: MicroBatch, logprobs, entropy, ref) -> None:
         modes = sorted(set(batch.modes))  # same keys on every rank, so metric sums line up
         tokens_per_mode = defaultdict(int)
         for mode, completion in zip(batch.modes, batch.completion_ids):

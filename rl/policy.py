@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from rl.packing import PackedMicroBatch
+from rl.micro_batches import MicroBatch
 from rl.token_logprobs import DEFAULT_CHUNK_TOKENS, chosen_token_logprobs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -92,7 +92,7 @@ class Policy:
             with self.model.disable_adapter():
                 yield self.hf_model
 
-    def token_logprobs(self, micro_batch: PackedMicroBatch, reference: bool = False,
+    def token_logprobs(self, micro_batch: MicroBatch, reference: bool = False,
                        autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-completion-token (logprob, entropy), each [N, T] fp32, zeros on padding.
         Differentiable for the policy; computed under no_grad for the reference."""
@@ -104,11 +104,11 @@ class Policy:
         with autocast:
             return self._forward(self.hf_model, micro_batch)
 
-    def _forward(self, hf_model, micro_batch: PackedMicroBatch):
+    def _forward(self, hf_model, micro_batch: MicroBatch):
         backbone = hf_model.base_model
         hidden = backbone(input_ids=micro_batch.input_ids, position_ids=micro_batch.position_ids,
-                          use_cache=False).last_hidden_state[0]
-        hidden = hidden.index_select(0, micro_batch.hidden_index)
+                          use_cache=False).last_hidden_state
+        hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, micro_batch.hidden_index)
         weight = hf_model.get_output_embeddings().weight
         logprobs, entropy = chosen_token_logprobs(hidden, weight, micro_batch.labels, self.chunk_tokens)
         return micro_batch.to_padded(logprobs), micro_batch.to_padded(entropy)

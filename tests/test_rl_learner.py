@@ -8,7 +8,7 @@ import torch
 
 from rl.batch import TrainingBatch
 from rl.learner import Learner, LearnerConfig
-from rl.packing import pack_sequences, plan_micro_batches, shard_for_rank
+from rl.micro_batches import build_micro_batch, plan_micro_batches, shard_for_rank
 from rl.policy import LoraSettings
 from rl.trl_inputs import trl_grpo_inputs
 
@@ -30,7 +30,7 @@ def config(model_dir, **overrides) -> LearnerConfig:
 
 
 def sequence_logprobs(learner: Learner, batch: TrainingBatch) -> torch.Tensor:
-    micro = pack_sequences(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
     with torch.no_grad():
         return learner.policy.token_logprobs(micro)[0].sum(-1)
 
@@ -42,17 +42,20 @@ def unpacked_logprobs(model, prompt, completion) -> torch.Tensor:
     return logits[start:start + len(completion)].gather(1, torch.tensor(completion)[:, None]).squeeze(1)
 
 
-def test_packed_logprobs_equal_one_sequence_at_a_time_and_trl(model_dir, tmp_path):
+@pytest.mark.parametrize("layout", ["padded", "packed"])
+def test_micro_batch_logprobs_equal_one_sequence_at_a_time_and_trl(model_dir, tmp_path, layout):
     learner = Learner(config(model_dir))
     batch = random_batch(3, 4, VOCAB, seed=1)
-    micro = pack_sequences(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    order = sorted(range(len(batch)), key=lambda i: -len(batch.completion_ids[i]))  # rows != batch order
+    micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, order, layout)
     with torch.no_grad():
         ours, entropy = learner.policy.token_logprobs(micro)
-    for i in range(len(batch)):
+    for row, i in enumerate(order):
         n = len(batch.completion_ids[i])
         expected = unpacked_logprobs(learner.policy.hf_model, batch.prompt_ids[i], batch.completion_ids[i])
-        torch.testing.assert_close(ours[i, :n].double(), expected, rtol=0, atol=2e-6)
-        assert (ours[i, n:] == 0).all() and (entropy[i, :n] > 0).all()
+        torch.testing.assert_close(ours[row, :n].double(), expected, rtol=0, atol=2e-6)
+        assert (ours[row, n:] == 0).all() and (entropy[row, :n] > 0).all()
+    ours, entropy = ours[torch.argsort(torch.tensor(order))], entropy[torch.argsort(torch.tensor(order))]
 
     trainer = make_trl_trainer(model_dir, tmp_path)  # TRL's own padded, fused-LM-head log-prob path
     inputs = trl_grpo_inputs(batch, pad_id=2)
@@ -82,7 +85,7 @@ def test_one_agapo_step_moves_logprobs_with_the_advantage_sign(model_dir):
 def test_micro_batching_and_gradient_checkpointing_do_not_change_the_update(model_dir):
     batch = random_batch(4, 4, VOCAB, seed=2)
     weights = []
-    for overrides in ({"micro_batch_tokens": 10_000}, {"micro_batch_tokens": 40},
+    for overrides in ({"micro_batch_tokens": 10_000}, {"micro_batch_tokens": 40, "layout": "packed"},
                       {"micro_batch_tokens": None, "micro_batch_size": 3, "gradient_checkpointing": True}):
         # adam_eps=1: the update is ~lr * gradient, so rounding in near-zero gradients is not amplified
         learner = Learner(config(model_dir, loss="agapo", beta=0.05, lr=1.0, adam_eps=1.0, **overrides))
@@ -138,7 +141,7 @@ def test_lora_merged_export_matches_the_peft_model(model_dir, tmp_path):
     assert (peft_logprobs - base_logprobs).abs().max() > 1e-3  # the adapters did move the policy
 
     # the reference is the base model: adapters disabled
-    micro = pack_sequences(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
     ref = learner.policy.token_logprobs(micro, reference=True)[0].sum(-1)
     torch.testing.assert_close(ref, base_logprobs, rtol=0, atol=1e-5)
 
@@ -193,8 +196,11 @@ def test_lora_resume_restores_adapters(model_dir, tmp_path):
 
 def test_planning_helpers():
     lengths = [5, 9, 3, 7, 2]
-    assert plan_micro_batches(lengths, [0, 1, 2, 3, 4], max_tokens=12, max_sequences=None) == [[0], [1, 2], [3, 4]]
-    assert plan_micro_batches(lengths, [0, 1, 2, 3, 4], max_tokens=None, max_sequences=2) == [[0, 1], [2, 3], [4]]
+    everything = [0, 1, 2, 3, 4]
+    assert plan_micro_batches(lengths, everything, 12, None, "packed") == [[0], [1, 2], [3, 4]]
+    assert plan_micro_batches(lengths, everything, None, 2, "packed") == [[0, 1], [2, 3], [4]]
+    # padded: longest first, cost = rows x longest row
+    assert plan_micro_batches(lengths, everything, 14, None, "padded") == [[1], [3, 0], [2, 4]]
     shards = [shard_for_rank(lengths, 2, r) for r in range(2)]
     assert sorted(shards[0] + shards[1]) == [0, 1, 2, 3, 4]
     assert abs(sum(lengths[i] for i in shards[0]) - sum(lengths[i] for i in shards[1])) <= 2
