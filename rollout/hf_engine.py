@@ -24,7 +24,9 @@ class HfEngine:
         dtype: str = "float32",
         device: str | None = None,
         logprobs_mode: str = "raw_logprobs",
-        **_ignored_vllm_options,
+        gpu_memory_utilization: float | None = None,  # vLLM-only options, accepted so configs can switch engines
+        tensor_parallel_size: int = 1,
+        enforce_eager: bool = True,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -33,10 +33,11 @@ class WeightSyncExtension:
             model.load_weights((name, t.to(device)) for name, t in tensors.items())
             return len(tensors)
         layers = _packed_layers(model)
-        if not getattr(self, "_unirl_full_weights_kept", False):
-            _restore_checkpoint_weights(self.vllm_config, model, layers)
+        if getattr(self, "_unirl_full_weights_kept", False):
+            model.load_weights(tensors.items())
+        else:
+            _first_cpu_update(self.vllm_config, model, layers, tensors)
             self._unirl_full_weights_kept = True
-        model.load_weights(tensors.items())
         _repack(layers)
         return len(tensors)
 
@@ -45,23 +46,36 @@ class WeightSyncExtension:
         return float(sum(p.double().sum() for p in self.model_runner.model.parameters()))
 
 
-def _restore_checkpoint_weights(vllm_config, model: torch.nn.Module, layers: list[torch.nn.Module]) -> None:
-    """First update on CPU: bring back full-shape weights, refilled from the checkpoint on disk.
+def _first_cpu_update(vllm_config, model: torch.nn.Module, layers: list[torch.nn.Module], tensors: dict) -> None:
+    """Bring back full-shape weights (NaN-filled), load the update, and refill whatever it did not
+    cover from the checkpoint on disk (then load the update again on top).
 
     From then on every layer keeps its full weight next to the packed copy (twice the linear weights'
-    memory), so a later update may carry only some tensors (a partial state dict).
+    memory), so later updates may carry only some tensors (a partial state dict).
     """
-    from vllm.model_executor.model_loader import get_model_loader
-
     restored = [layer for layer in layers if layer.weight.numel() == 0]
     for layer in restored:
         _restore_full_weight(layer)
         layer.weight.data.fill_(float("nan"))
+    model.load_weights(tensors.items())
+    if not _unfilled(model, restored):
+        return
+    from vllm.model_executor.model_loader import get_model_loader
+
     loader = get_model_loader(vllm_config.load_config)
     model.load_weights(loader.get_all_weights(vllm_config.model_config, model))
-    unfilled = [name for name, m in model.named_modules() if m in restored and torch.isnan(m.weight).any()]
+    model.load_weights(tensors.items())
+    unfilled = _unfilled(model, restored)
     if unfilled:
-        raise RuntimeError(f"weight update on vLLM CPU: could not refill {unfilled[:3]} from the checkpoint")
+        raise RuntimeError(
+            f"weight update on vLLM CPU: {unfilled[:3]} hold NaN after the update and a refill from the "
+            f"checkpoint {vllm_config.model_config.model}: the update has NaN or the checkpoint is incomplete"
+        )
+
+
+def _unfilled(model: torch.nn.Module, restored: list[torch.nn.Module]) -> list[str]:
+    ids = {id(layer) for layer in restored}
+    return [name for name, m in model.named_modules() if id(m) in ids and torch.isnan(m.weight).any()]
 
 
 def _repack(layers: list[torch.nn.Module]) -> None:
