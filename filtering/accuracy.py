@@ -1,0 +1,212 @@
+"""Accuracy pre-filter: sample each prompt G' times, score, drop the prompts the model always solves.
+
+Chunks of prompts flow through two stages: the generator samples chunk i+1 while a scoring thread
+scores chunk i with the reward pool and journals it (filtering.journal). When every chunk is
+journaled, the journal is read back (streamed) into the kept dataset, report.json and the plots.
+An interrupted run, rerun on the same inputs and output folder, skips the journaled chunks.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from datasets import Dataset
+from tqdm.auto import tqdm
+
+from rewards.types import RewardInput, RewardOutput
+from rollout.types import GenerationRequest, RolloutGroup
+
+from .journal import ChunkHeader, ChunkJournal, PromptRecord, SampleRecord
+from .report import FilterReport, PassCountTally, load_plotting, plot_histograms, write_report
+from .rows import dataset_source, read_rows, request_for, reward_inputs, scan_rows
+
+log = logging.getLogger(__name__)
+DATASET_DIR = "data"  # where orchestration.data.load_split looks inside a folder
+PASS_COUNT, SAMPLE_COUNT = "pass_count", "sample_count"
+DEFAULT_THRESHOLD = 1.0 - 1e-9
+
+
+class Generator(Protocol):
+    """A rollout engine or pool: `request.n` samples per request, groups in request order."""
+
+    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]: ...
+
+
+class Scorer(Protocol):
+    """A reward pool: one combined RewardOutput per input, in order."""
+
+    def score(self, inputs: list[RewardInput]) -> list[RewardOutput]: ...
+
+
+class FilterGeneratorError(RuntimeError):
+    """The generator returned groups that do not match the requests."""
+
+
+@dataclass
+class _Chunk:
+    index: int
+    start: int
+    stop: int
+
+
+class _Clock:
+    def __init__(self):
+        self.generation = self.scoring = 0.0
+        self.generated = 0
+        self.lock = threading.Lock()
+
+
+def run_filter(
+    generator: Generator,
+    reward_pool: Scorer,
+    dataset: Dataset,
+    out_dir: str | Path,
+    samples: int = 8,
+    chunk_size: int = 64,
+    correct_threshold: float = DEFAULT_THRESHOLD,
+    source: str | None = None,
+    run_key: dict | None = None,
+    progress: bool = True,
+) -> FilterReport:
+    """Filter `dataset` into `out_dir` (data/, report.json, histogram-*.png, journal/); see module doc.
+
+    `source` names the dataset in error messages (default: its backing file). `run_key` is what else
+    identifies the run for resuming (model, sampling, reward specs): a journal made under another key,
+    or from another dataset / `samples` / `chunk_size`, is refused. `correct_threshold` only decides,
+    so it may change between reruns without new sampling.
+    """
+    if samples < 1 or chunk_size < 1:
+        raise ValueError(f"samples and chunk_size must be >= 1, got {samples} and {chunk_size}")
+    began = time.monotonic()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = source or dataset_source(dataset)
+    journal = ChunkJournal(out)
+    journal.open({"dataset": scan_rows(dataset, source), "rows": len(dataset), "samples": samples,
+                  "chunk_size": chunk_size, "run_key": run_key})
+    chunks = [_Chunk(i, a, min(a + chunk_size, len(dataset))) for i, a in enumerate(range(0, len(dataset), chunk_size))]
+    todo = [c for c in chunks if not journal.has(c.index)]
+    clock = _Clock()
+    with tqdm(total=len(dataset), initial=len(dataset) - sum(c.stop - c.start for c in todo), unit="prompt",
+              desc="filter", disable=not progress, dynamic_ncols=True) as bar:
+        _sample_and_score(generator, reward_pool, dataset, journal, todo, samples, clock, bar)
+    return _finish(dataset, out, journal, chunks, samples, correct_threshold, clock, began)
+
+
+def _sample_and_score(generator, reward_pool, dataset, journal, todo, samples, clock, bar) -> None:
+    """Generate chunk i+1 while chunk i is scored and journaled in a background thread."""
+    scoring: Future | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="filter-score") as scorer:
+        warm = scorer.submit(load_plotting) if todo else None  # overlaps the first chunk's generation
+        try:
+            for chunk in todo:
+                rows = read_rows(dataset, chunk.start, chunk.stop)
+                requests = [request_for(row, chunk.start + i, samples) for i, row in enumerate(rows)]
+                started = time.monotonic()
+                groups = generator.generate(requests)
+                seconds = time.monotonic() - started
+                _check_groups(requests, groups, samples)
+                if scoring is not None:
+                    previous, scoring = scoring, None
+                    previous.result()
+                scoring = scorer.submit(_score_chunk, reward_pool, journal, chunk, rows, groups, seconds, clock, bar)
+            if scoring is not None:
+                previous, scoring = scoring, None
+                previous.result()
+            if warm is not None:
+                warm.result()
+        finally:
+            if scoring is not None:  # interrupted while generating: still journal the chunk already sampled
+                try:
+                    scoring.result()
+                except Exception:  # noqa: BLE001 - the original error is the one to raise
+                    log.exception("scoring the last generated chunk failed during shutdown")
+
+
+def _check_groups(requests: list[GenerationRequest], groups: list[RolloutGroup], samples: int) -> None:
+    if len(groups) != len(requests):
+        raise FilterGeneratorError(f"generator returned {len(groups)} groups for {len(requests)} requests")
+    for request, group in zip(requests, groups):
+        if group.request_id != request.request_id:
+            raise FilterGeneratorError(f"generator returned group {group.request_id!r} where {request.request_id!r} was expected")
+        if len(group.samples) != samples:
+            raise FilterGeneratorError(f"request {request.request_id}: {len(group.samples)} samples, expected {samples}")
+
+
+def _score_chunk(reward_pool, journal, chunk, rows, groups, generation_seconds, clock, bar) -> None:
+    inputs = [item for row, group in zip(rows, groups) for item in reward_inputs(row, group.samples)]
+    started = time.monotonic()
+    outputs = reward_pool.score(inputs)
+    seconds = time.monotonic() - started
+    if len(outputs) != len(inputs):
+        raise RuntimeError(f"reward pool returned {len(outputs)} outputs for {len(inputs)} samples")
+    records, scored = [], iter(outputs)
+    for offset, (row, group) in enumerate(zip(rows, groups)):
+        records.append(PromptRecord(
+            index=chunk.start + offset,
+            id=None if row.get("id") is None else str(row["id"]),
+            mode=row["mode"],
+            domain=str(row.get("domain") or "unknown"),
+            samples=[_sample_record(s, next(scored)) for s in group.samples],
+        ))
+    journal.write(ChunkHeader(chunk.index, chunk.start, chunk.stop, generation_seconds, seconds), records)
+    with clock.lock:
+        clock.generation += generation_seconds
+        clock.scoring += seconds
+        clock.generated += len(rows)
+    bar.update(len(rows))
+
+
+def _sample_record(sample, output: RewardOutput) -> SampleRecord:
+    return SampleRecord(text=sample.text, token_ids=list(sample.token_ids), finish_reason=sample.finish_reason,
+                        score=float(output.score), error=output.error)
+
+
+def _finish(dataset, out, journal, chunks, samples, threshold, clock, began) -> FilterReport:
+    tally = PassCountTally(samples, threshold)
+    pass_counts = array("i", [-1]) * len(dataset)
+    journal_generation = 0.0
+    for chunk in chunks:
+        header, records = journal.read(chunk.index)
+        journal_generation += header.generation_seconds
+        for record in records:
+            pass_counts[record.index] = tally.add(record)
+    kept = [i for i, passed in enumerate(pass_counts) if passed < samples]
+    _save_dataset(dataset, kept, [pass_counts[i] for i in kept], samples, out)
+    by_mode_domain = tally.by_mode_domain()
+    plots = plot_histograms(by_mode_domain, samples, out)
+    report = FilterReport(
+        input=len(dataset), kept=len(kept), dropped_all_correct=len(dataset) - len(kept),
+        histogram=tally.by_mode(), by_mode_domain=by_mode_domain, samples_per_prompt=samples,
+        correct_threshold=threshold, sample_accuracy=tally.correct / max(1, tally.total),
+        truncated_samples=tally.truncated, reward_errors=tally.errors,
+        generated_prompts=clock.generated, resumed_prompts=len(dataset) - clock.generated,
+        generation_seconds=round(clock.generation, 3), scoring_seconds=round(clock.scoring, 3),
+        wall_seconds=0.0, journal_generation_seconds=round(journal_generation, 3),
+        dataset_dir=str(out / DATASET_DIR), journal_dir=str(journal.dir), plots=plots,
+    )
+    report.wall_seconds = round(time.monotonic() - began, 3)
+    write_report(report, out)  # last: its presence means the output folder is complete
+    return report
+
+
+def _save_dataset(dataset: Dataset, kept: list[int], pass_counts: list[int], samples: int, out: Path) -> None:
+    """The kept rows plus pass_count / sample_count, saved to a temporary folder then renamed."""
+    subset = dataset.select(kept)
+    subset = subset.remove_columns([c for c in (PASS_COUNT, SAMPLE_COUNT) if c in subset.column_names])
+    subset = subset.add_column(PASS_COUNT, pass_counts).add_column(SAMPLE_COUNT, [samples] * len(kept))
+    final, tmp, old = out / DATASET_DIR, out / f".{DATASET_DIR}.tmp", out / f".{DATASET_DIR}.old"
+    for stale in (tmp, old):
+        shutil.rmtree(stale, ignore_errors=True)
+    subset.save_to_disk(str(tmp))
+    if final.exists():
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
