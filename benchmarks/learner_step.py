@@ -172,6 +172,8 @@ def parse_args():
     p.add_argument("--grad-ckpt", action="store_true")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--ours-only", action="store_true")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads (1 default: on a shared 2-core machine more threads spin and stall)")
     args = p.parse_args()
     if args.beta is None:
         args.beta = 0.04 if args.device == "cpu" else 0.0
@@ -184,6 +186,8 @@ def parse_args():
 
 def main():
     args = parse_args()
+    if args.device == "cpu":
+        torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="learner_bench_"))
     n_params = save_model(work / "model", args.shape, args.device)
     vocab = model_config(args.shape).vocab_size
