@@ -1,0 +1,44 @@
+"""A small byte-level BPE tokenizer trained on the task corpus, with EXAONE 4.0's special tokens."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from .chat_template import CHAT_TEMPLATE, END_OF_TURN, ROLE_TOKENS, THINK_CLOSE, THINK_OPEN
+
+PAD, UNK, BOS = "[PAD]", "[UNK]", "[BOS]"
+SPECIAL_TOKENS = [PAD, UNK, BOS, END_OF_TURN, *ROLE_TOKENS]
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 768) -> PreTrainedTokenizerFast:
+    """Byte-level BPE with one token per digit, so arithmetic is learnable by a tiny model."""
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(corpus, trainer=trainer)
+    # Think tags are ordinary (non-special) added tokens: decoded text must keep them.
+    tok.add_tokens([THINK_OPEN, THINK_CLOSE])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=BOS,
+        eos_token=END_OF_TURN,
+        pad_token=PAD,
+        unk_token=UNK,
+        additional_special_tokens=list(ROLE_TOKENS),
+        model_max_length=1024,
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    return fast

@@ -1,0 +1,155 @@
+"""The `unirl` command: bootstrap, eval, verify, filter, train, report, demo."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .config import ConfigError, UnirlConfig, load_config
+
+log = logging.getLogger("unirl")
+
+
+def _config(args) -> UnirlConfig:
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "model", None):
+        cfg.model = args.model
+    return cfg
+
+
+def _write_json(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+
+
+def cmd_bootstrap(args) -> int:
+    from .bootstrap import bootstrap, is_bootstrapped
+
+    cfg = _config(args)
+    out = Path(args.out or cfg.bootstrap.out)
+    if is_bootstrapped(out) and not args.force:
+        print(f"bootstrap checkpoint already at {out} (use --force to rebuild)")
+        return 0
+    bootstrap(cfg.bootstrap, out)
+    print(f"bootstrap checkpoint written to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import format_table
+    from .evaluate import run_eval
+
+    cfg = _config(args)
+    report = run_eval(cfg, data=args.data, split=args.split)
+    print(format_table(report))
+    if args.json:
+        _write_json(args.json, report)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from rewards.verify_file import verify_file
+
+    summary = verify_file(args.reward, args.input, args.output)
+    print(json.dumps(summary))
+    return 0
+
+
+def cmd_filter(args) -> int:
+    from .prefilter import run_filter_command
+
+    cfg = _config(args)
+    report = run_filter_command(cfg, data=args.data, out=args.out, split=args.split)
+    print(json.dumps({k: report[k] for k in ("input", "kept", "dropped_all_correct")}))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .loop import train
+
+    train(_config(args), resume=args.resume)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    print(write_report(Path(args.run_dir)))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(_config(args))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unirl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name, handler, help_text, config=True):
+        p = sub.add_parser(name, help=help_text)
+        if config:
+            p.add_argument("config", nargs="?", help="YAML config file")
+            p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("bootstrap", cmd_bootstrap, "build the built-in tiny SFT checkpoint")
+    p.add_argument("--out", help="checkpoint folder (default: bootstrap.out)")
+    p.add_argument("--force", action="store_true", help="rebuild even if it exists")
+    p = command("eval", cmd_eval, "greedy evaluation in both modes")
+    p.add_argument("--model", help="checkpoint folder (default: the bootstrap checkpoint)")
+    p.add_argument("--data", help="dataset (default: the model's bundled task suite)")
+    p.add_argument("--split", default=None, help="split name (default: eval.split)")
+    p.add_argument("--json", help="write the result here")
+    p = command("verify", cmd_verify, "score a JSONL file of completions offline", config=False)
+    p.add_argument("--reward", required=True, help="math, code, format, auto, or a plug-in path")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", required=True)
+    p = command("filter", cmd_filter, "drop prompts that all 8 samples already solve")
+    p.add_argument("--model")
+    p.add_argument("--data", help="dataset (default: the model's bundled task suite)")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", help="output folder (default: filter.out or RUN/filter)")
+    p = command("train", cmd_train, "run RL post-training")
+    p.add_argument("--model")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out")
+    p = command("report", cmd_report, "write a Markdown report with plots for a run", config=False)
+    p.add_argument("run_dir")
+    command("demo", cmd_demo, "bootstrap, evaluate, filter, train and evaluate again")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = _parser().parse_args(argv)
+    config_arg = getattr(args, "config", None)
+    if config_arg and "=" in config_arg and not Path(config_arg).exists():
+        args.overrides.insert(0, config_arg)  # `unirl train a.b=1` without a config file
+        args.config = None
+    try:
+        return args.handler(args)
+    except _user_errors() as exc:
+        print(f"unirl: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Bad input from the user: reported in one clear line, no traceback."""
+    from rewards.registry import RewardPluginError
+
+    from .checkpoint import CheckpointError
+    from .data import DataError
+
+    return (ConfigError, DataError, RewardPluginError, CheckpointError, FileNotFoundError)
+
+if __name__ == "__main__":
+    sys.exit(main())

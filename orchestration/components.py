@@ -1,0 +1,48 @@
+"""Builds the rollout engine or pool, the reward pool and the learner from the config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rewards.pool import RewardPool
+from rewards.registry import load_reward
+from rollout.modes import ModeSampling, SamplingConfig
+
+from .checkpoint import check_model_folder
+from .config import UnirlConfig
+
+
+def sampling_config(cfg: UnirlConfig, seed: int | None = None) -> SamplingConfig:
+    r = cfg.rollout
+    return SamplingConfig(
+        reasoning=ModeSampling(r.reasoning.temperature, r.reasoning.top_p, r.reasoning.max_tokens),
+        non_reasoning=ModeSampling(r.non_reasoning.temperature, r.non_reasoning.top_p, r.non_reasoning.max_tokens),
+        seed=cfg.train.seed if seed is None else seed,
+    )
+
+
+def engine_kwargs(cfg: UnirlConfig, model_path: str | Path) -> dict:
+    return {
+        "model_path": str(model_path),
+        "sampling": sampling_config(cfg),
+        "max_model_len": cfg.rollout.max_model_len,
+        "seed": cfg.train.seed,
+        "gpu_memory_utilization": cfg.rollout.gpu_memory_utilization,
+        "tensor_parallel_size": cfg.rollout.tensor_parallel_size,
+    }
+
+
+def build_engine(cfg: UnirlConfig, model_path: str | Path):
+    """An in-process engine (eval, filter). Build it only under `if __name__ == "__main__"`: vLLM spawns."""
+    check_model_folder(model_path)
+    if cfg.rollout.engine == "hf":
+        from rollout.hf_engine import HfEngine as VllmEngine
+    else:
+        from rollout.engine import VllmEngine
+
+    return VllmEngine(**engine_kwargs(cfg, model_path))
+
+
+def build_reward_pool(cfg: UnirlConfig) -> RewardPool:
+    """Loads every reward plug-in now, so a bad one stops start-up with its name."""
+    rewards = [(load_reward(spec.name), spec.weight) for spec in cfg.rewards.rewards]
+    return RewardPool(rewards, num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s)

@@ -1,0 +1,183 @@
+"""One YAML file validated into typed objects, with `key.sub=value` overrides from the command line."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+
+
+class ConfigError(ValueError):
+    """A config file or override is wrong; the message names the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelShape(Section):
+    hidden_size: int = Field(256, gt=0)
+    intermediate_size: int = Field(512, gt=0)
+    num_hidden_layers: int = Field(4, gt=0)
+    num_attention_heads: int = Field(4, gt=0)
+    num_key_value_heads: int = Field(2, gt=0)
+    sliding_window: int = Field(64, gt=0)
+
+    @model_validator(mode="after")
+    def _head_dim_supported(self):
+        head_dim, rest = divmod(self.hidden_size, self.num_attention_heads)
+        if rest or head_dim not in VLLM_CPU_HEAD_DIMS:
+            raise ValueError(
+                f"hidden_size / num_attention_heads = {self.hidden_size / self.num_attention_heads} must be one of "
+                f"{VLLM_CPU_HEAD_DIMS} (head sizes vLLM's CPU attention supports)"
+            )
+        return self
+
+
+class BootstrapConfig(Section):
+    out: str = "runs/bootstrap"
+    seed: int = 0
+    train_size: int = Field(20000, gt=0)
+    validation_size: int = Field(200, gt=0)
+    test_size: int = Field(400, gt=0)
+    code_share: float = Field(0.3, ge=0, le=1)
+    vocab_size: int = Field(768, ge=300)
+    shape: ModelShape = ModelShape()
+    reasoning_token_ratio: float = Field(1.5, gt=0)  # reasoning : non-reasoning SFT tokens (the report's 1.5:1)
+    sft_steps: int = Field(600, gt=0)
+    sft_batch_size: int = Field(32, gt=0)
+    sft_learning_rate: float = Field(2e-3, gt=0)
+    sft_time_limit_s: float = Field(540, gt=0)
+    # 1 thread: on 2 shared cores, OpenMP threads contending with vLLM/Ray processes run 4-5x slower.
+    torch_threads: int = Field(1, ge=0)  # 0 = all cores  # safety cap only; the step count is what makes runs reproducible
+
+
+class SamplingSection(Section):
+    temperature: float = Field(ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_tokens: int = Field(160, gt=0)
+
+
+class RolloutConfig(Section):
+    engine: Literal["vllm", "hf"] = "vllm"
+    num_workers: int = Field(1, gt=0)
+    samples_per_prompt: int = Field(8, gt=0)  # G
+    reasoning: SamplingSection = SamplingSection(temperature=0.6)
+    non_reasoning: SamplingSection = SamplingSection(temperature=0.4)
+    gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
+    max_model_len: int = Field(512, gt=0)
+    tensor_parallel_size: int = Field(1, gt=0)
+
+
+class RewardSpec(Section):
+    name: str  # built-in ("auto", "math", "code", "format") or plug-in path
+    weight: float = 1.0
+
+
+class RewardsConfig(Section):
+    rewards: list[RewardSpec] = [RewardSpec(name="auto")]
+    num_workers: int = Field(2, gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class AlgorithmConfig(Section):
+    advantage: str = "agapo"
+    loss: str = "agapo"
+    beta: float = Field(0.0, ge=0)  # weight of the sequence-level KL to the SFT reference
+    learning_rate: float = Field(2e-5, gt=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(64, gt=0)
+    loss_aggregation: Literal["token_sum", "token_mean", "sequence_mean"] = "token_mean"
+
+
+class DataConfig(Section):
+    train: str | None = None  # a `datasets` folder or .jsonl; default: the bootstrap train split
+    test: str | None = None
+    reasoning_share: float | None = Field(None, ge=0, le=1)  # re-assign modes by this mix; None keeps the data's
+
+
+class FilterConfig(Section):
+    samples: int = Field(8, gt=0)
+    out: str | None = None
+    max_prompts: int | None = Field(None, gt=0)
+
+
+class TrainConfig(Section):
+    out: str = "runs/train"
+    steps: int = Field(20, gt=0)
+    prompts_per_step: int = Field(16, gt=0)  # B
+    save_every: int = Field(10, gt=0)
+    seed: int = 0
+
+
+class EvalConfig(Section):
+    split: str = "test"
+    max_tokens: int = Field(160, gt=0)
+    limit: int | None = Field(None, gt=0)
+
+
+class UnirlConfig(Section):
+    model: str | None = None  # an SFT checkpoint folder; default: the bootstrap output
+    bootstrap: BootstrapConfig = BootstrapConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    rewards: RewardsConfig = RewardsConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    filter: FilterConfig = FilterConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @property
+    def model_path(self) -> str:
+        return self.model or self.bootstrap.out
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override '{dotted}': '{part}' is not a section")
+        node = child
+    node[leaf] = value
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"])
+        reason = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
+        lines.append(f"{source}: config key '{key}': {reason}")
+    return "\n".join(lines)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> UnirlConfig:
+    tree: dict = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            tree = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of sections")
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}': expected key.sub=value")
+        _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
+    try:
+        return UnirlConfig.model_validate(tree)
+    except ValidationError as exc:
+        origin = source if not overrides else f"{source} + overrides"
+        raise ConfigError(_describe(exc, origin)) from None
+
+
+def dump_config(config: UnirlConfig, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

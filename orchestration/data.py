@@ -1,0 +1,61 @@
+"""Prompt datasets: the bootstrap task suite by default, or a user's `datasets` folder or JSONL file."""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
+
+from rollout.types import MODES, GenerationRequest
+
+from .bootstrap import DATA_DIR
+
+
+class DataError(ValueError):
+    """A dataset is missing, unreadable or has a bad row; the message names the file and row."""
+
+
+def load_split(source: str | Path, split: str) -> Dataset:
+    """`source` is a checkpoint folder holding `data/`, a `datasets` folder, or a .jsonl file."""
+    path = Path(source)
+    if (path / DATA_DIR).is_dir():
+        path = path / DATA_DIR
+    if path.suffix == ".jsonl" and path.is_file():
+        try:
+            return load_dataset("json", data_files=str(path), split="train")
+        except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; all mean "unreadable"
+            raise DataError(f"{path}: cannot read JSON lines: {exc}") from exc
+    if not path.exists():
+        raise DataError(f"{path}: no such dataset (expected a checkpoint folder, a `datasets` folder or a .jsonl)")
+    try:
+        data = load_from_disk(str(path))
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{path}: not a `datasets` folder: {exc}") from exc
+    if isinstance(data, DatasetDict):
+        if split not in data:
+            raise DataError(f"{path}: has no split {split!r} (splits: {sorted(data)})")
+        return data[split]
+    return data
+
+
+def check_rows(dataset: Dataset, source: str, required: tuple[str, ...] = ("prompt", "mode")) -> None:
+    missing = [key for key in required if key not in dataset.column_names]
+    if missing:
+        raise DataError(f"{source}: missing column(s) {missing}; columns are {dataset.column_names}")
+    for i, mode in enumerate(dataset["mode"]):
+        if mode not in MODES:
+            raise DataError(f"{source}: row {i}: mode {mode!r} is not one of {MODES}")
+    for i, prompt in enumerate(dataset["prompt"]):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise DataError(f"{source}: row {i}: 'prompt' must be a non-empty string")
+
+
+def with_mode_mix(dataset: Dataset, reasoning_share: float, seed: int) -> Dataset:
+    rng = random.Random(seed)
+    modes = ["reasoning" if rng.random() < reasoning_share else "non_reasoning" for _ in range(len(dataset))]
+    return dataset.remove_columns([c for c in ("mode",) if c in dataset.column_names]).add_column("mode", modes)
+
+
+def request_for(row: dict, mode: str | None = None, n: int = 1) -> GenerationRequest:
+    mode = mode or row["mode"]
+    return GenerationRequest(request_id=f"{row.get('id', '')}:{mode}", prompt=row["prompt"], mode=mode, n=n)
