@@ -12,7 +12,7 @@ DEFAULT_CHUNK_TOKENS = 1024
 
 
 def _chunk_logits(hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    return (hidden @ weight.to(hidden.dtype).t()).float()
+    return (hidden @ weight.t()).float()
 
 
 class _ChosenTokenLogprobs(torch.autograd.Function):
@@ -22,9 +22,10 @@ class _ChosenTokenLogprobs(torch.autograd.Function):
         logprobs = torch.empty(n, dtype=torch.float32, device=hidden.device)
         entropy = torch.empty(n, dtype=torch.float32, device=hidden.device)
         with torch.autocast(hidden.device.type, enabled=False):
+            compute_weight = weight.to(hidden.dtype)  # once, not per chunk (fp32 master weights under autocast)
             for start in range(0, n, chunk_tokens):
                 end = min(start + chunk_tokens, n)
-                logits = _chunk_logits(hidden[start:end], weight)
+                logits = _chunk_logits(hidden[start:end], compute_weight)
                 log_z = logits.logsumexp(-1)
                 logprobs[start:end] = logits.gather(1, labels[start:end, None]).squeeze(1) - log_z
                 probs = torch.exp(logits - log_z[:, None])
@@ -40,17 +41,18 @@ class _ChosenTokenLogprobs(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
         grad_weight = torch.zeros_like(weight, dtype=torch.float32) if ctx.needs_input_grad[1] else None
         with torch.autocast(hidden.device.type, enabled=False):
+            compute_weight = weight.to(hidden.dtype)
             for start in range(0, hidden.shape[0], ctx.chunk_tokens):
                 end = min(start + ctx.chunk_tokens, hidden.shape[0])
                 chunk = hidden[start:end]
-                logits = _chunk_logits(chunk, weight)
+                logits = _chunk_logits(chunk, compute_weight)
                 g = grad_logprobs[start:end].float()
                 # d logp(label) / d logits = onehot(label) - softmax
                 grad_logits = torch.softmax(logits, dim=-1).mul_(-g[:, None])
                 grad_logits[torch.arange(end - start, device=chunk.device), labels[start:end]] += g
                 grad_logits = grad_logits.to(chunk.dtype)
                 if grad_hidden is not None:
-                    grad_hidden[start:end] = grad_logits @ weight.to(chunk.dtype)
+                    grad_hidden[start:end] = grad_logits @ compute_weight
                 if grad_weight is not None:
                     grad_weight += (grad_logits.t() @ chunk).float()
         if grad_weight is not None:

@@ -1,4 +1,5 @@
 """The learner on a real tiny Exaone4: packed log-probs, update direction, LoRA export, resume."""
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -204,3 +205,19 @@ def test_planning_helpers():
     shards = [shard_for_rank(lengths, 2, r) for r in range(2)]
     assert sorted(shards[0] + shards[1]) == [0, 1, 2, 3, 4]
     assert abs(sum(lengths[i] for i in shards[0]) - sum(lengths[i] for i in shards[1])) <= 2
+
+
+def test_rl_imports_without_ray_and_vllm():
+    code = ("import sys; sys.modules['ray'] = None; sys.modules['vllm'] = None; "
+            "import rl.learner, rl.losses, rl.advantages, rl.micro_batches, rl.policy, rl.trl_inputs")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+@pytest.mark.parametrize("dtypes", [{"autocast_dtype": "bfloat16"}, {"dtype": "bfloat16"}])
+def test_bf16_steps_run(model_dir, dtypes):
+    """The mixed-precision (fp32 weights + bf16 autocast) and pure-bf16 paths the GPU benchmark uses."""
+    learner = Learner(config(model_dir, loss="agapo", beta=0.05, **dtypes))
+    start = {k: v.clone() for k, v in learner.export_weights().items()}
+    metrics = learner.step(random_batch(2, 4, VOCAB, seed=9))
+    assert all(value == value for value in metrics.values())
+    assert any((learner.export_weights()[k].float() - v.float()).abs().max() > 0 for k, v in start.items())
