@@ -8,7 +8,7 @@ generate, is bypassed) and its reference log-probs are computed with its own
 `_get_per_token_logps_and_entropies` inside the timed region, as our step computes them too.
 The two run alternately, several repetitions; medians are compared.
 
-GPU (ours only): `--device cuda --shape 1.2b --seqs 64 --seq-len 1024 --dtype bf16` reports
+GPU (ours only): `--device cuda --shape 1.2b --seqs 64 --seq-len 1024 --dtype bf16 [--micro-batch 4]` reports
 tokens/s, model TFLOP/s (6 * parameters * tokens; the reference forward is not counted) and peak
 memory. The last line printed is JSON.
 """

@@ -1,0 +1,2 @@
+"""Learner side of unirl: advantages (rl.advantages), policy losses (rl.losses), the learner
+(rl.learner) and its helpers. Imports neither ray nor vllm."""
