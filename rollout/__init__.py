@@ -1,0 +1,9 @@
+"""Generation for unirl: both EXAONE 4.0 modes, vLLM (or transformers) engines, Ray actors, weight updates.
+
+- `rollout.types`: the records that leave this package (GenerationRequest, RolloutGroup, Sample).
+- `rollout.modes`: per-mode sampling settings and chat-template prompt rendering.
+- `rollout.engine.VllmEngine` / `rollout.hf_engine.HfEngine`: one in-process engine each.
+- `rollout.worker.RolloutWorker`, `rollout.pool.RolloutPool`: engines inside Ray actors.
+
+Nothing heavy (vllm, ray) is imported here; each module imports them when it needs them.
+"""

