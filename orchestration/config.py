@@ -71,6 +71,7 @@ class RolloutConfig(Section):
     gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
     max_model_len: int = Field(512, gt=0)
     tensor_parallel_size: int = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0)  # GPU clusters: = tensor_parallel_size
 
 
 class RewardSpec(Section):
@@ -87,11 +88,11 @@ class RewardsConfig(Section):
 class AlgorithmConfig(Section):
     advantage: str = "agapo"
     loss: str = "agapo"
-    beta: float = Field(0.0, ge=0)  # weight of the sequence-level KL to the SFT reference
-    learning_rate: float = Field(2e-5, gt=0)
+    beta: float = Field(1e-3, ge=0)  # weight of the sequence-level KL to the SFT reference
+    learning_rate: float = Field(1e-4, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(64, gt=0)
-    loss_aggregation: Literal["token_sum", "token_mean", "sequence_mean"] = "token_mean"
+    loss_aggregation: Literal["token_sum", "token_mean", "seq_token_mean"] = "token_sum"  # AGAPO as printed: token_sum
 
 
 class DataConfig(Section):
@@ -147,6 +148,15 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _merge(defaults: dict, given: dict) -> dict:
+    """Given values over defaults, section by section, so `a.b.c=1` keeps the rest of `a.b`."""
+    merged = dict(defaults)
+    for key, value in given.items():
+        base = defaults.get(key)
+        merged[key] = _merge(base, value) if isinstance(base, dict) and isinstance(value, dict) else value
+    return merged
+
+
 def _describe(error: ValidationError, source: str) -> str:
     lines = []
     for item in error.errors():
@@ -173,7 +183,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Un
             raise ConfigError(f"override '{item}': expected key.sub=value")
         _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
     try:
-        return UnirlConfig.model_validate(tree)
+        return UnirlConfig.model_validate(_merge(UnirlConfig().model_dump(), tree))
     except ValidationError as exc:
         origin = source if not overrides else f"{source} + overrides"
         raise ConfigError(_describe(exc, origin)) from None

@@ -1,0 +1,31 @@
+"""Turns scored rollout groups into the learner's TrainingBatch (advantages over the whole batch)."""
+from __future__ import annotations
+
+import torch
+
+from rewards.types import RewardInput, RewardOutput
+from rl.batch import TrainingBatch
+from rollout.types import RolloutGroup
+
+
+def reward_inputs(groups: list[RolloutGroup], rows: list[dict]) -> list[RewardInput]:
+    return [RewardInput(s.text, g.mode, row) for g, row in zip(groups, rows) for s in g.samples]
+
+
+def build_batch(groups: list[RolloutGroup], outputs: list[RewardOutput], advantage_fn) -> tuple[TrainingBatch, torch.Tensor]:
+    """Rewards [B, G] -> advantages [B, G] -> one sequence per sample."""
+    sizes = {len(g.samples) for g in groups}
+    if len(sizes) != 1:
+        raise ValueError(f"every group needs the same number of samples, got sizes {sorted(sizes)}")
+    rewards = torch.tensor([o.score for o in outputs], dtype=torch.float32).view(len(groups), -1)
+    advantages = advantage_fn(rewards)
+    samples = [(i, g, s) for i, g in enumerate(groups) for s in g.samples]
+    batch = TrainingBatch(
+        prompt_ids=[g.prompt_token_ids for _, g, _ in samples],
+        completion_ids=[s.token_ids for _, _, s in samples],
+        advantages=advantages.flatten().tolist(),
+        group_ids=[i for i, _, _ in samples],
+        modes=[g.mode for _, g, _ in samples],
+        rollout_logprobs=[s.logprobs for _, _, s in samples],
+    )
+    return batch, rewards

@@ -1,0 +1,82 @@
+"""`unirl train`: the RL loop. Rollout on Ray actors, rewards in parallel, AGAPO step, weight sync."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from tqdm import trange
+from transformers import AutoTokenizer
+
+from rl.advantages import get_advantage
+from rl.learner import Learner, LearnerConfig
+from rollout.pool import PoolPlacement, RolloutPool
+
+from .batch_builder import build_batch, reward_inputs
+from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
+from .components import build_reward_pool, engine_kwargs
+from .config import UnirlConfig, dump_config
+from .data import load_split, request_for
+from .metrics import MetricsLogger, StageTimer, rollout_metrics
+from .ray_runtime import init_ray
+from .sampler import PromptSampler
+
+log = logging.getLogger(__name__)
+
+
+def learner_config(cfg: UnirlConfig, model_path: str) -> LearnerConfig:
+    a = cfg.algorithm
+    return LearnerConfig(
+        model_path=model_path, ref_model_path=cfg.model_path, loss=a.loss, lr=a.learning_rate, beta=a.beta,
+        max_grad_norm=a.max_grad_norm, micro_batch_size=a.micro_batch_size, loss_agg=a.loss_aggregation,
+        seed=cfg.train.seed, total_steps=cfg.train.steps,
+    )
+
+
+def _starting_point(cfg: UnirlConfig, run_dir: Path, resume: bool) -> tuple[LoopState, Path | None, str]:
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint and not resume:
+        raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume, or set train.out elsewhere")
+    if checkpoint is None:
+        return LoopState(), None, str(check_model_folder(cfg.model_path))
+    log.info("resuming from %s", checkpoint)
+    return load_loop_state(checkpoint), checkpoint, str(checkpoint / "policy")
+
+
+def train(cfg: UnirlConfig, resume: bool = False) -> Path:
+    """Runs train.steps RL steps (continuing from the latest checkpoint with `resume`); returns the run folder."""
+    run_dir = Path(cfg.train.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    state, checkpoint, start_model = _starting_point(cfg, run_dir, resume)
+    dump_config(cfg, run_dir / "config.yaml")
+    dataset = load_split(cfg.data.train or cfg.model_path, "train")
+    sampler = PromptSampler(len(dataset), cfg.train.seed, **state.sampler)
+    rewards = build_reward_pool(cfg)
+    advantage_fn = get_advantage(cfg.algorithm.advantage)
+    init_ray()
+    rollout = RolloutPool(cfg.rollout.num_workers, engine_kwargs(cfg, start_model), engine=cfg.rollout.engine,
+                          placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker))
+    learner = Learner(learner_config(cfg, start_model))
+    if checkpoint:
+        learner.load_training_state(checkpoint / "trainer")
+    tokenizer = AutoTokenizer.from_pretrained(start_model)
+    metrics = MetricsLogger(run_dir, keep_until_step=state.step)
+    for step in trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", initial=state.step, total=cfg.train.steps):
+        timer = StageTimer()
+        rows = [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)]
+        with timer("rollout"):
+            groups = rollout.generate([request_for(r, n=cfg.rollout.samples_per_prompt) for r in rows])
+        with timer("reward"):
+            outputs = rewards.score(reward_inputs(groups, rows))
+        batch, _ = build_batch(groups, outputs, advantage_fn)
+        with timer("learner"):
+            learner_metrics = learner.step(batch)
+        with timer("weight_sync"):
+            rollout.update_weights(learner.export_weights(), version=step)
+        metrics.log(step, {**rollout_metrics(groups, outputs), **learner_metrics, **timer.seconds})
+        if step % cfg.train.save_every == 0 or step == cfg.train.steps:
+            save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
+    metrics.close()
+    rollout.shutdown()
+    rewards.close()
+    return run_dir
+

@@ -1,0 +1,74 @@
+"""Metrics: JSON lines plus TensorBoard, per mode."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from statistics import mean
+
+from rewards.types import RewardOutput
+from rollout.types import RolloutGroup
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], threshold: float = 1.0 - 1e-9) -> dict:
+    """reward, accuracy, response length, truncation and all-correct/all-wrong group rates, per mode."""
+    per_mode: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    it = iter(outputs)
+    for g in groups:
+        scores = [next(it).score for _ in g.samples]
+        m = per_mode[g.mode]
+        m["reward"] += scores
+        m["accuracy"] += [s >= threshold for s in scores]
+        m["response_length"] += [len(s.token_ids) for s in g.samples]
+        m["truncated"] += [s.finish_reason == "length" for s in g.samples]
+        m["group_all_correct"].append(all(s >= threshold for s in scores))
+        m["group_all_wrong"].append(not any(s >= threshold for s in scores))
+    flat = {f"{mode}/{key}": float(mean(values)) for mode, m in per_mode.items() for key, values in m.items()}
+    flat["reward_errors"] = float(sum(o.error is not None for o in outputs))
+    return flat
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, keep_until_step: int | None = None):
+        self.path = run_dir / METRICS_FILE
+        if keep_until_step is not None and self.path.exists():  # resume: drop steps after the checkpoint
+            kept = [line for line in self.path.read_text().splitlines() if json.loads(line)["step"] <= keep_until_step]
+            self.path.write_text("".join(line + "\n" for line in kept))
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.tensorboard = SummaryWriter(str(run_dir / "tensorboard"))
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": step, **metrics}) + "\n")
+        for key, value in metrics.items():
+            self.tensorboard.add_scalar(key, value, step)
+        self.tensorboard.flush()
+
+    def close(self) -> None:
+        self.tensorboard.close()
+
+
+class StageTimer:
+    """`with timer("rollout"): ...` accumulates wall seconds per stage as `time/<stage>`."""
+
+    def __init__(self):
+        import time
+
+        self._clock = time.perf_counter
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, stage: str):
+        timer = self
+
+        class _Stage:
+            def __enter__(self):
+                self.start = timer._clock()
+
+            def __exit__(self, *exc):
+                key = f"time/{stage}"
+                timer.seconds[key] = timer.seconds.get(key, 0.0) + timer._clock() - self.start
+
+        return _Stage()

@@ -1,0 +1,23 @@
+"""Connect to the Ray cluster in RAY_ADDRESS (as under `ray job submit`), or start a local one."""
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def init_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        # Under `ray job submit` the job's runtime_env (working_dir included) is already in force:
+        # passing one here would overwrite the user's.
+        ray.init(address=address)
+        log.info("connected to Ray cluster at %s", address)
+    else:
+        ray.init(include_dashboard=False, log_to_driver=True)
+        log.info("started a local Ray instance (set RAY_ADDRESS to use an existing cluster)")
