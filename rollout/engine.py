@@ -11,8 +11,6 @@ under the temperature-scaled, top-p-truncated distribution that was actually sam
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from .modes import ModeSampling, SamplingConfig, engine_seed, render_prompt_ids
@@ -148,7 +146,3 @@ class VllmEngine:
             engine_core.shutdown()
         self.llm = None
 
-
-def cpu_thread_binding(cores: str) -> None:
-    """Pin vLLM's CPU OpenMP threads, e.g. "0" or "0-1"; must run before the engine starts."""
-    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cores

@@ -50,27 +50,37 @@ class HfEngine:
         return self._policy_version
 
     def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
-        return [self._generate_one(r, r.n, greedy=False) for r in requests]
+        return self._generate(requests, greedy=False)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
-        return [self._generate_one(r, 1, greedy=True) for r in requests]
+        return self._generate(requests, greedy=True)
+
+    def _generate(self, requests: list[GenerationRequest], greedy: bool) -> list[RolloutGroup]:
+        """One left-padded `generate` call per mode, with `n` rows per request."""
+        prompts = [render_prompt_ids(self.tokenizer, r) for r in requests]
+        samples: list[list[Sample]] = [[] for _ in requests]
+        for mode in dict.fromkeys(r.mode for r in requests):
+            rows = [i for i, r in enumerate(requests) if r.mode == mode for _ in range(1 if greedy else r.n)]
+            for i, sample in zip(rows, self._generate_rows([prompts[i] for i in rows], mode, greedy)):
+                samples[i].append(sample)
+        return [RolloutGroup(r.request_id, r.mode, p, s) for r, p, s in zip(requests, prompts, samples)]
 
     @torch.no_grad()
-    def _generate_one(self, request: GenerationRequest, n: int, greedy: bool) -> RolloutGroup:
-        mode = self.sampling.for_mode(request.mode)
-        prompt_ids = render_prompt_ids(self.tokenizer, request)
-        inputs = torch.tensor([prompt_ids] * n, device=self.device)
-        out = self.model.generate(
-            inputs,
-            attention_mask=torch.ones_like(inputs),
-            **self._generate_kwargs(mode, greedy, len(prompt_ids)),
-        )
+    def _generate_rows(self, prompts: list[list[int]], mode: str, greedy: bool) -> list[Sample]:
+        width = max(len(p) for p in prompts)
+        pad = self._pad_id()
+        inputs = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        out = self.model.generate(inputs, attention_mask=mask, **self._generate_kwargs(self.sampling.for_mode(mode), greedy, width))
         steps = out.logits if self.logprobs_mode == "raw_logprobs" else out.scores
-        step_logprobs = torch.stack(steps, dim=1).float().log_softmax(-1)  # [n, new, vocab]
-        new_tokens = out.sequences[:, len(prompt_ids):]
+        step_logprobs = torch.stack(steps, dim=1).float().log_softmax(-1)  # [rows, new, vocab]
+        new_tokens = out.sequences[:, width:]
         chosen = step_logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        samples = [self._to_sample(new_tokens[i].tolist(), chosen[i].tolist()) for i in range(n)]
-        return RolloutGroup(request.request_id, request.mode, prompt_ids, samples)
+        return [self._to_sample(new_tokens[i].tolist(), chosen[i].tolist()) for i in range(len(prompts))]
+
+    def _pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return pad if pad is not None else self.tokenizer.eos_token_id
 
     def _generate_kwargs(self, mode: ModeSampling, greedy: bool, prompt_len: int) -> dict:
         max_new = min(mode.max_tokens, self.max_model_len - prompt_len)
@@ -80,7 +90,7 @@ class HfEngine:
         return dict(
             max_new_tokens=max_new,
             eos_token_id=self.tokenizer.eos_token_id,
-            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id,
+            pad_token_id=self._pad_id(),
             return_dict_in_generate=True,
             output_logits=True,
             output_scores=True,

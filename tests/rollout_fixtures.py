@@ -46,18 +46,30 @@ def build_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
     return out_dir
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_exaone4"))
+_BUILT: dict[str, object] = {}
+
+
+def _once(key: str, build, request, cleanup=None):
+    if key not in _BUILT:
+        _BUILT[key] = build()
+        if cleanup is not None:
+            request.config.add_cleanup(lambda: cleanup(_BUILT.pop(key)))
+    return _BUILT[key]
 
 
 @pytest.fixture(scope="session")
-def vllm_engine(tiny_model_dir):
-    """One vLLM engine for the whole session (its weights may be changed by tests: reload them first)."""
+def tiny_model_dir(tmp_path_factory, request) -> Path:
+    return _once("model_dir", lambda: build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_exaone4")), request)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir, request):
+    """One vLLM engine for the whole run. Tests that change its weights put the original ones back."""
     pytest.importorskip("vllm")
     from rollout.engine import VllmEngine
     from rollout.modes import SamplingConfig
 
-    engine = VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0)
-    yield engine
-    engine.shutdown()
+    def build():
+        return VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0)
+
+    return _once("vllm_engine", build, request, cleanup=lambda engine: engine.shutdown())

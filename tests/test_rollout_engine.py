@@ -100,3 +100,17 @@ def test_hf_engine_update_weights_changes_scores_and_version(hf_engine):
     with pytest.raises(KeyError, match="not in the model"):
         hf_engine.update_weights({"no.such.weight": original["model.norm.weight"]}, version=8)
     hf_engine.update_weights(original, version=0)
+
+
+def test_hf_engine_processed_logprobs_are_temperature_scaled(tiny_model_dir):  # noqa: F811
+    import torch
+
+    sampling = SamplingConfig(reasoning=ModeSampling(0.5, 1.0, 8), non_reasoning=ModeSampling(0.5, 1.0, 8))
+    engine = HfEngine(str(tiny_model_dir), sampling, max_model_len=MAX_MODEL_LEN, logprobs_mode="processed_logprobs")
+    (group,) = engine.generate([GenerationRequest("p", "What is 2 + 3?", REASONING, n=2)])
+    sample = group.samples[0]
+    ids = torch.tensor([group.prompt_token_ids + sample.token_ids])
+    with torch.no_grad():
+        logits = engine.model(ids).logits[0, len(group.prompt_token_ids) - 1 : -1]
+    expected = (logits / 0.5).log_softmax(-1).gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1)
+    assert max(abs(a - b) for a, b in zip(sample.logprobs, expected.tolist())) < 1e-4
