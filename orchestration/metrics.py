@@ -26,7 +26,7 @@ def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], thr
         m["group_all_correct"].append(all(s >= threshold for s in scores))
         m["group_all_wrong"].append(not any(s >= threshold for s in scores))
     flat = {f"{mode}/{key}": float(mean(values)) for mode, m in per_mode.items() for key, values in m.items()}
-    flat["reward_errors"] = float(sum(o.error is not None for o in outputs))
+    flat["reward_error_rate"] = float(mean(o.error is not None for o in outputs))
     return flat
 
 

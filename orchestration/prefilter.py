@@ -1,0 +1,32 @@
+"""`unirl filter`: the accuracy pre-filter on a prompt dataset, with the configured model and rewards."""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from filtering.accuracy import run_filter
+
+from .components import build_engine, build_reward_pool
+from .config import UnirlConfig
+from .data import check_rows, load_split, with_mode_mix
+
+
+def run_filter_command(cfg: UnirlConfig, data: str | None = None, out: str | None = None, split: str = "train") -> dict:
+    source = data or cfg.data.train or cfg.model_path
+    dataset = load_split(source, split)
+    if cfg.data.reasoning_share is not None:
+        dataset = with_mode_mix(dataset, cfg.data.reasoning_share, cfg.train.seed)
+    check_rows(dataset, str(source))
+    if cfg.filter.max_prompts:
+        dataset = dataset.select(range(min(cfg.filter.max_prompts, len(dataset))))
+    out_dir = Path(out or cfg.filter.out or Path(cfg.train.out).parent / "filter")
+    rewards = build_reward_pool(cfg)
+    engine = build_engine(cfg, cfg.model_path)
+    run_key = {"model": str(Path(cfg.model_path).resolve()), "rollout": cfg.rollout.model_dump(mode="json"),
+               "rewards": cfg.rewards.model_dump(mode="json")}
+    try:
+        report = run_filter(engine, rewards, dataset, out_dir, samples=cfg.filter.samples, run_key=run_key)
+    finally:
+        engine.shutdown()
+        rewards.close()
+    return asdict(report)

@@ -1,0 +1,69 @@
+"""`unirl report RUN_DIR`: a Markdown report with plots from a run's metrics.jsonl (and the filter's report)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from .metrics import METRICS_FILE  # noqa: E402
+
+PANELS = [
+    ("reward", ["reasoning/reward", "non_reasoning/reward"]),
+    ("accuracy", ["reasoning/accuracy", "non_reasoning/accuracy"]),
+    ("response_length", ["reasoning/response_length", "non_reasoning/response_length"]),
+    ("kl", ["kl", "kl/reasoning", "kl/non_reasoning"]),
+    ("time_per_stage", ["time/rollout", "time/reward", "time/learner", "time/weight_sync"]),
+]
+
+
+def _plot(rows: list[dict], keys: list[str], title: str, path: Path) -> bool:
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    drawn = False
+    for key in keys:
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        if points:
+            ax.plot(*zip(*points), marker=".", label=key)
+            drawn = True
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    if drawn:
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return drawn
+
+
+def write_report(run_dir: Path) -> Path:
+    metrics = run_dir / METRICS_FILE
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{metrics}: no metrics; is {run_dir} a `unirl train` output folder?")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    plots = run_dir / "report_plots"
+    plots.mkdir(exist_ok=True)
+    lines = [f"# unirl run report: {run_dir}", "", f"{len(rows)} steps logged.", ""]
+    if rows:
+        last = rows[-1]
+        lines += ["| metric | last value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4g} |" for k, v in last.items() if isinstance(v, (int, float)) and k != "step"]
+        lines.append("")
+    for name, keys in PANELS:
+        if _plot(rows, keys, name, plots / f"{name}.png"):
+            lines += [f"## {name}", "", f"![{name}](report_plots/{name}.png)", ""]
+    for filter_report in (run_dir / "filter" / "report.json", run_dir.parent / "filter" / "report.json"):
+        if filter_report.is_file():
+            data = json.loads(filter_report.read_text())
+            lines += ["## accuracy filter", "", f"input {data['input']}, kept {data['kept']}, "
+                      f"dropped (all correct) {data['dropped_all_correct']}", ""]
+            lines += [f"![{p.name}]({p.relative_to(run_dir.parent) if run_dir.parent in p.parents else p})"
+                      for p in sorted(filter_report.parent.glob("*.png"))]
+            break
+    out = run_dir / "report.md"
+    tmp = out.with_name("report.md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)
+    return out
