@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .modes import ModeSampling, SamplingConfig, engine_seed, render_prompt_ids
+from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
 from .types import GenerationRequest, RolloutGroup, Sample
 from .weight_file import write_weights_file
 
@@ -40,6 +40,7 @@ class VllmEngine:
         from vllm.platforms import current_platform
 
         self.model_path = str(model_path)
+        self.max_model_len = max_model_len
         self.sampling = sampling or SamplingConfig()
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         if self.tokenizer.eos_token_id is None:
@@ -77,6 +78,8 @@ class VllmEngine:
         if not requests:
             return []
         prompt_ids = [render_prompt_ids(self.tokenizer, r) for r in requests]
+        for r, ids in zip(requests, prompt_ids):
+            check_prompt_fits(r, ids, self.max_model_len)
         params = [self._sampling_params(self.sampling.for_mode(r.mode), 1 if greedy else r.n, greedy) for r in requests]
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)

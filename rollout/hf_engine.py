@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .modes import ModeSampling, SamplingConfig, engine_seed, render_prompt_ids
+from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
 from .types import GenerationRequest, RolloutGroup, Sample
 
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
@@ -58,6 +58,8 @@ class HfEngine:
     def _generate(self, requests: list[GenerationRequest], greedy: bool) -> list[RolloutGroup]:
         """One left-padded `generate` call per mode, with `n` rows per request."""
         prompts = [render_prompt_ids(self.tokenizer, r) for r in requests]
+        for r, ids in zip(requests, prompts):
+            check_prompt_fits(r, ids, self.max_model_len)
         samples: list[list[Sample]] = [[] for _ in requests]
         for mode in dict.fromkeys(r.mode for r in requests):
             rows = [i for i, r in enumerate(requests) if r.mode == mode for _ in range(1 if greedy else r.n)]

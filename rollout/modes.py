@@ -54,6 +54,14 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"unknown generation mode {mode!r}; expected one of {MODES}")
 
 
+def check_prompt_fits(request: GenerationRequest, prompt_ids: list[int], max_model_len: int) -> None:
+    if len(prompt_ids) >= max_model_len:
+        raise ValueError(
+            f"request {request.request_id!r}: the rendered prompt has {len(prompt_ids)} tokens, "
+            f"leaving no room to generate within max_model_len={max_model_len}"
+        )
+
+
 def render_prompt_ids(tokenizer, request: GenerationRequest) -> list[int]:
     """The generation prompt's token ids, rendered by the chat template in the request's mode."""
     check_mode(request.mode)

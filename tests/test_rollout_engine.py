@@ -114,3 +114,8 @@ def test_hf_engine_processed_logprobs_are_temperature_scaled(tiny_model_dir):  #
         logits = engine.model(ids).logits[0, len(group.prompt_token_ids) - 1 : -1]
     expected = (logits / 0.5).log_softmax(-1).gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1)
     assert max(abs(a - b) for a, b in zip(sample.logprobs, expected.tolist())) < 1e-4
+
+
+def test_prompt_longer_than_the_context_names_the_request(hf_engine):
+    with pytest.raises(ValueError, match="request 'long'.*max_model_len"):
+        hf_engine.generate([GenerationRequest("long", "1 + 1 = 2. " * 200, REASONING, n=1)])
