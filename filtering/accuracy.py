@@ -60,6 +60,7 @@ class _Clock:
     def __init__(self):
         self.generation = self.scoring = 0.0
         self.generated = 0
+        self.setup = 0.0
         self.lock = threading.Lock()
 
 
@@ -94,6 +95,7 @@ def run_filter(
     chunks = [_Chunk(i, a, min(a + chunk_size, len(dataset))) for i, a in enumerate(range(0, len(dataset), chunk_size))]
     todo = [c for c in chunks if not journal.has(c.index)]
     clock = _Clock()
+    clock.setup = time.monotonic() - began
     with tqdm(total=len(dataset), initial=len(dataset) - sum(c.stop - c.start for c in todo), unit="prompt",
               desc="filter", disable=not progress, dynamic_ncols=True) as bar:
         _sample_and_score(generator, reward_pool, dataset, journal, todo, samples, clock, bar)
@@ -141,21 +143,29 @@ def _check_groups(requests: list[GenerationRequest], groups: list[RolloutGroup],
 
 
 def _score_chunk(reward_pool, journal, chunk, rows, groups, generation_seconds, clock, bar) -> None:
-    inputs = [item for row, group in zip(rows, groups) for item in reward_inputs(row, group.samples)]
+    """Score, journal and count one chunk. A prompt's identical completions are scored once (verifiable
+    rewards are deterministic; a model that always solves a prompt often repeats the same answer)."""
+    unique: dict[tuple[int, str], int] = {}
+    inputs = []
+    for offset, (row, group) in enumerate(zip(rows, groups)):
+        for sample, item in zip(group.samples, reward_inputs(row, group.samples)):
+            if unique.setdefault((offset, sample.text), len(inputs)) == len(inputs):
+                inputs.append(item)
     started = time.monotonic()
     outputs = reward_pool.score(inputs)
     seconds = time.monotonic() - started
     if len(outputs) != len(inputs):
         raise RuntimeError(f"reward pool returned {len(outputs)} outputs for {len(inputs)} samples")
-    records, scored = [], iter(outputs)
-    for offset, (row, group) in enumerate(zip(rows, groups)):
-        records.append(PromptRecord(
+    records = [
+        PromptRecord(
             index=chunk.start + offset,
             id=None if row.get("id") is None else str(row["id"]),
             mode=row["mode"],
             domain=str(row.get("domain") or "unknown"),
-            samples=[_sample_record(s, next(scored)) for s in group.samples],
-        ))
+            samples=[_sample_record(s, outputs[unique[(offset, s.text)]]) for s in group.samples],
+        )
+        for offset, (row, group) in enumerate(zip(rows, groups))
+    ]
     journal.write(ChunkHeader(chunk.index, chunk.start, chunk.stop, generation_seconds, seconds), records)
     with clock.lock:
         clock.generation += generation_seconds
@@ -170,6 +180,7 @@ def _sample_record(sample, output: RewardOutput) -> SampleRecord:
 
 
 def _finish(dataset, out, journal, chunks, samples, threshold, clock, began) -> FilterReport:
+    finish_began = time.monotonic()
     tally = PassCountTally(samples, threshold)
     pass_counts = array("i", [-1]) * len(dataset)
     journal_generation = 0.0
@@ -189,9 +200,11 @@ def _finish(dataset, out, journal, chunks, samples, threshold, clock, began) -> 
         truncated_samples=tally.truncated, reward_errors=tally.errors,
         generated_prompts=clock.generated, resumed_prompts=len(dataset) - clock.generated,
         generation_seconds=round(clock.generation, 3), scoring_seconds=round(clock.scoring, 3),
-        wall_seconds=0.0, journal_generation_seconds=round(journal_generation, 3),
+        wall_seconds=0.0, setup_seconds=round(clock.setup, 3), finish_seconds=0.0,
+        journal_generation_seconds=round(journal_generation, 3),
         dataset_dir=str(out / DATASET_DIR), journal_dir=str(journal.dir), plots=plots,
     )
+    report.finish_seconds = round(time.monotonic() - finish_began, 3)
     report.wall_seconds = round(time.monotonic() - began, 3)
     write_report(report, out)  # last: its presence means the output folder is complete
     return report

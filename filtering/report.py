@@ -29,6 +29,8 @@ class FilterReport:
     generation_seconds: float  # time inside generator.generate, this invocation
     scoring_seconds: float  # time inside reward_pool.score, this invocation (overlapped with generation)
     wall_seconds: float  # whole run_filter call, this invocation
+    setup_seconds: float  # checking and fingerprinting the dataset, opening the journal
+    finish_seconds: float  # reading the journal back, saving the dataset, plots, report
     journal_generation_seconds: float  # generation time summed over every journaled chunk, all invocations
     dataset_dir: str
     journal_dir: str

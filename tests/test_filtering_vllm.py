@@ -1,0 +1,134 @@
+"""The filter end to end: a real vLLM engine on the tiny bootstrap checkpoint, the built-in rewards."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+
+from filtering.accuracy import run_filter
+from filtering.journal import ChunkJournal
+
+pytestmark = pytest.mark.slow
+SAMPLES = 8
+PROMPTS = 24
+VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vllm cpu_attn.get_supported_head_sizes
+
+
+@pytest.fixture(scope="module")
+def filter_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
+    """The shared tiny checkpoint, or (when its head size is one vLLM's CPU attention cannot run) the
+    same bootstrap with 2 attention heads."""
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    if config["hidden_size"] // config["num_attention_heads"] in VLLM_CPU_HEAD_SIZES:
+        return tiny_checkpoint
+    from conftest import tiny_bootstrap_config
+    from orchestration.bootstrap import bootstrap
+
+    cfg = tiny_bootstrap_config()
+    cfg.shape.num_attention_heads, cfg.shape.num_key_value_heads = 2, 1
+    return bootstrap(cfg, tmp_path_factory.mktemp("filter_bootstrap") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def engine(filter_checkpoint):
+    pytest.importorskip("vllm")
+    from rollout.engine import VllmEngine
+    from rollout.modes import ModeSampling, SamplingConfig
+
+    sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 48), non_reasoning=ModeSampling(0.4, 0.95, 48))
+    engine = VllmEngine(str(filter_checkpoint), sampling, max_model_len=256, seed=0)
+    yield engine
+    engine.shutdown()
+
+
+def reward_pool(name: str = "auto"):
+    from rewards.pool import RewardPool
+    from rewards.registry import load_reward
+
+    return RewardPool([(load_reward(name), 1.0)], num_workers=2, timeout_s=10)
+
+
+class CountingGenerator:
+    """Passes requests to the real engine, remembers them, and fails on call `fail_on_call`."""
+
+    def __init__(self, engine, fail_on_call: int | None = None):
+        self.engine, self.fail_on_call, self.calls, self.requested = engine, fail_on_call, 0, []
+
+    def generate(self, requests):
+        self.calls += 1
+        if self.calls == self.fail_on_call:
+            raise KeyboardInterrupt("stopped by the test")
+        self.requested += [r.request_id for r in requests]
+        return self.engine.generate(requests)
+
+
+def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, filter_checkpoint, tmp_path):
+    data = load_from_disk(str(filter_checkpoint / "data"))["train"].select(range(PROMPTS))
+    assert {"math", "code"} <= set(data["domain"]) and {"reasoning", "non_reasoning"} <= set(data["mode"])
+    rewards = reward_pool()
+    try:
+        interrupted = CountingGenerator(engine, fail_on_call=3)
+        with pytest.raises(KeyboardInterrupt):
+            run_filter(interrupted, rewards, data, tmp_path, samples=SAMPLES, chunk_size=8, progress=False)
+        assert ChunkJournal(tmp_path).chunks() == [0, 1]
+        resumed = CountingGenerator(engine)
+        report = run_filter(resumed, rewards, data, tmp_path, samples=SAMPLES, chunk_size=8, progress=False)
+    finally:
+        rewards.close()
+    assert resumed.requested == [str(i) for i in range(16, PROMPTS)]  # finished prompts were not sampled again
+    assert report.resumed_prompts == 16 and report.generated_prompts == 8
+
+    records = list(ChunkJournal(tmp_path).records())
+    assert [r.index for r in records] == list(range(PROMPTS))
+    assert all(len(r.samples) == SAMPLES and all(s.token_ids for s in r.samples) for r in records)
+    rescorer = reward_pool()
+    try:  # re-score every recorded sample with fresh reward workers: the journal is auditable
+        from rewards.types import RewardInput
+
+        inputs = [RewardInput(s.text, data[r.index]["mode"], data[r.index]) for r in records for s in r.samples]
+        rescored = [o.score for o in rescorer.score(inputs)]
+    finally:
+        rescorer.close()
+    assert rescored == [s.score for r in records for s in r.samples]
+    passes = [sum(score >= 1.0 - 1e-9 for score in rescored[i * SAMPLES:(i + 1) * SAMPLES]) for i in range(PROMPTS)]
+
+    kept = load_from_disk(str(tmp_path / "data"))
+    assert kept["id"] == [data[i]["id"] for i in range(PROMPTS) if passes[i] < SAMPLES]  # no all-correct prompt kept
+    assert {data[i]["id"] for i in range(PROMPTS) if passes[i] == 0} <= set(kept["id"])  # every 0/8 kept
+    assert kept["pass_count"] == [p for p in passes if p < SAMPLES]
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["input"] == PROMPTS and sum(sum(h.values()) for h in saved["histogram"].values()) == PROMPTS
+    assert saved["kept"] + saved["dropped_all_correct"] == PROMPTS and saved["kept"] == len(kept)
+    assert all((tmp_path / name).stat().st_size > 0 for name in saved["plots"])
+
+
+DIGIT_REWARD = """
+def has_digit(completions, **columns):
+    return [float(any(ch.isdigit() for ch in text)) for text in completions]
+"""
+
+
+def test_real_filter_drops_prompts_whose_samples_all_pass(engine, filter_checkpoint, tmp_path):
+    """A reward the tiny SFT model often satisfies (a TRL-style plug-in loaded from a file: "the answer
+    has a digit"), so that some prompts pass 8/8 and go, and the others stay."""
+    plugin = tmp_path / "digit_reward.py"
+    plugin.write_text(DIGIT_REWARD)
+    data = load_from_disk(str(filter_checkpoint / "data"))["train"].select(range(PROMPTS))
+    rewards = reward_pool(f"{plugin}:has_digit")
+    try:
+        report = run_filter(engine, rewards, data, tmp_path / "out", samples=SAMPLES, chunk_size=PROMPTS,
+                            progress=False)
+    finally:
+        rewards.close()
+    records = list(ChunkJournal(tmp_path / "out").records())
+    for record in records:
+        assert [s.score for s in record.samples] == [float(any(c.isdigit() for c in s.text)) for s in record.samples]
+    passes = {r.index: r.pass_count(1.0 - 1e-9) for r in records}
+    dropped = {data[i]["id"] for i, p in passes.items() if p == SAMPLES}
+    kept = load_from_disk(str(tmp_path / "out" / "data"))
+    assert dropped and report.dropped_all_correct == len(dropped) and len(kept) > 0
+    assert not dropped & set(kept["id"]) and len(kept) + len(dropped) == PROMPTS
+    assert report.histogram == {mode: {str(k): sum(1 for i, p in passes.items() if p == k and data[i]["mode"] == mode)
+                                       for k in range(SAMPLES + 1)} for mode in report.histogram}
