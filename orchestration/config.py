@@ -117,7 +117,6 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     split: str = "test"
-    max_tokens: int = Field(160, gt=0)
     limit: int | None = Field(None, gt=0)
 
 

@@ -59,3 +59,10 @@ def with_mode_mix(dataset: Dataset, reasoning_share: float, seed: int) -> Datase
 def request_for(row: dict, mode: str | None = None, n: int = 1) -> GenerationRequest:
     mode = mode or row["mode"]
     return GenerationRequest(request_id=f"{row.get('id', '')}:{mode}", prompt=row["prompt"], mode=mode, n=n)
+
+
+def default_source(cfg) -> str:
+    """The model's bundled task suite, else the bootstrap checkpoint's (a trained policy has none)."""
+    if (Path(cfg.model_path) / DATA_DIR).is_dir():
+        return cfg.model_path
+    return cfg.bootstrap.out

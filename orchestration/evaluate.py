@@ -53,9 +53,9 @@ def format_table(report: dict) -> str:
 
 def run_eval(cfg, data: str | None = None, split: str | None = None) -> dict:
     from .components import build_engine, build_reward_pool
-    from .data import load_split
+    from .data import default_source, load_split
 
-    dataset = load_split(data or cfg.model_path, split or cfg.eval.split)
+    dataset = load_split(data or cfg.data.test or default_source(cfg), split or cfg.eval.split)
     if cfg.eval.limit:
         dataset = dataset.select(range(min(cfg.eval.limit, len(dataset))))
     rewards = build_reward_pool(cfg)

@@ -15,7 +15,7 @@ from .batch_builder import build_batch, reward_inputs
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
 from .components import build_reward_pool, engine_kwargs
 from .config import UnirlConfig, dump_config
-from .data import load_split, request_for
+from .data import check_rows, default_source, load_split, request_for
 from .metrics import MetricsLogger, StageTimer, rollout_metrics
 from .ray_runtime import init_ray
 from .sampler import PromptSampler
@@ -48,7 +48,9 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     state, checkpoint, start_model = _starting_point(cfg, run_dir, resume)
     dump_config(cfg, run_dir / "config.yaml")
-    dataset = load_split(cfg.data.train or cfg.model_path, "train")
+    source = cfg.data.train or default_source(cfg)
+    dataset = load_split(source, "train")
+    check_rows(dataset, str(source))
     sampler = PromptSampler(len(dataset), cfg.train.seed, **state.sampler)
     rewards = build_reward_pool(cfg)
     advantage_fn = get_advantage(cfg.algorithm.advantage)

@@ -1,0 +1,71 @@
+"""The built-in checkpoint: disjoint splits, 1.5:1 mode ratio, loads in transformers and vLLM alike."""
+import json
+
+import pytest
+import torch
+from datasets import load_from_disk
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from orchestration.bootstrap.tasks import generate_tasks
+from rollout.types import GenerationRequest
+
+
+def test_task_splits_are_disjoint_and_sized():
+    splits = generate_tasks({"train": 400, "validation": 50, "test": 60}, code_share=0.3, seed=1)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 400, "validation": 50, "test": 60}
+    prompts = [{t.prompt for t in tasks} for tasks in splits.values()]
+    assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
+    assert sum(t.domain == "code" for t in splits["test"]) == 18
+    again = generate_tasks({"train": 400, "validation": 50, "test": 60}, code_share=0.3, seed=1)
+    assert [t.prompt for t in again["test"]] == [t.prompt for t in splits["test"]]
+
+
+def test_math_tasks_are_consistent():
+    for task in generate_tasks({"train": 200}, code_share=0.0, seed=3)["train"]:
+        value = None
+        for line in task.reasoning.splitlines():  # each step "a op b=c" is right and chains
+            lhs, rhs = line.split("=")
+            assert eval(lhs) == int(rhs)  # our own generated arithmetic
+            value = int(rhs)
+        assert str(value) == task.answer and f"\\boxed{{{value}}}" in task.solution
+
+
+def test_checkpoint_folder(tiny_checkpoint):
+    info = json.loads((tiny_checkpoint / "bootstrap.json").read_text())
+    assert info["sft"]["steps"] == 30
+    data = load_from_disk(str(tiny_checkpoint / "data"))
+    assert set(data) == {"train", "validation", "test"}
+    config = json.loads((tiny_checkpoint / "config.json").read_text())
+    assert config["architectures"] == ["Exaone4ForCausalLM"]
+    assert config["layer_types"] == ["sliding_attention"] * 3 + ["full_attention"]
+    train = data["train"]
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    tokens = {"reasoning": 0, "non_reasoning": 0}
+    for row in train:
+        tokens[row["mode"]] += len(tok(row["prompt"] + row["reasoning"] * (row["mode"] == "reasoning") + row["solution"])["input_ids"])
+    assert 1.2 < tokens["reasoning"] / tokens["non_reasoning"] < 1.8  # 1.5:1 counted on full renders
+
+
+@pytest.mark.slow
+def test_transformers_and_vllm_greedy_outputs_match(tiny_checkpoint):
+    from rollout.engine import VllmEngine
+    from rollout.modes import ModeSampling, SamplingConfig
+
+    rows = load_from_disk(str(tiny_checkpoint / "data"))["test"].select(range(6))
+    requests = [GenerationRequest(f"{i}:{m}", r["prompt"], m) for i, r in enumerate(rows) for m in ("reasoning", "non_reasoning")]
+    sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 24), non_reasoning=ModeSampling(0.4, 0.95, 24))
+    engine = VllmEngine(str(tiny_checkpoint), sampling=sampling, max_model_len=256)
+    try:
+        vllm_out = [g.samples[0].token_ids for g in engine.generate_greedy(requests)]
+        prompts = [g.prompt_token_ids for g in engine.generate_greedy(requests)]
+    finally:
+        engine.shutdown()
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
+    for prompt, expected in zip(prompts, vllm_out):
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=24, do_sample=False,
+                             eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+        hf = out[0, len(prompt):].tolist()
+        if hf and hf[-1] == tok.eos_token_id:
+            hf = hf[:-1]
+        assert hf == expected
