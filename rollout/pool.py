@@ -47,7 +47,6 @@ class _Slot:
     actor: object
     pending_cost: float = 0.0
     restarts: int = 0
-    calls: list = field(default_factory=list)
     restart_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -146,9 +145,7 @@ class RolloutPool:
         results: list[RolloutGroup | None] = [None] * len(requests)
         in_flight = {}
         for slot, indices in self._assign(requests, greedy=(method == "generate_greedy")):
-            actor = slot.actor
-            ref = self._submit(slot, method, [requests[i] for i in indices])
-            in_flight[ref] = (slot, actor, indices, 0)
+            in_flight[self._submit(slot, method, requests, indices)] = (slot, slot.actor, indices, 0)
         while in_flight:
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
             slot, actor, indices, attempt = in_flight.pop(ref)
@@ -159,12 +156,10 @@ class RolloutPool:
                     raise RuntimeError(f"rollout worker {slot.index} died {attempt + 1} times on the same requests") from err
                 log.warning("rollout worker %d died (%s); restarting it and re-issuing %d requests", slot.index, err, len(indices))
                 self._replace_if_dead(slot, actor)
-                actor = slot.actor
-                new_ref = self._submit(slot, method, [requests[i] for i in indices], cost=self._cost_of(ref, slot))
-                in_flight[new_ref] = (slot, actor, indices, attempt + 1)
+                in_flight[self._submit(slot, method, requests, indices)] = (slot, slot.actor, indices, attempt + 1)
                 continue
             finally:
-                self._finish(slot, ref)
+                self._add_pending(slot, -self._chunk_cost(method, requests, indices))
             for i, group in zip(indices, groups):
                 results[i] = group
         return results  # type: ignore[return-value]
@@ -185,25 +180,17 @@ class RolloutPool:
         max_tokens = sampling.for_mode(request.mode).max_tokens if sampling is not None else 1
         return (1 if greedy else request.n) * max_tokens
 
-    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], cost: float | None = None):
-        if cost is None:
-            cost = sum(self._request_cost(r, method == "generate_greedy") for r in requests)
-        ref = getattr(slot.actor, method).remote(requests)
-        with self._lock:
-            slot.pending_cost += cost
-            slot.calls.append((ref, cost))
+    def _chunk_cost(self, method: str, requests: list[GenerationRequest], indices: list[int]) -> float:
+        return sum(self._request_cost(requests[i], method == "generate_greedy") for i in indices)
+
+    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], indices: list[int]):
+        ref = getattr(slot.actor, method).remote([requests[i] for i in indices])
+        self._add_pending(slot, self._chunk_cost(method, requests, indices))
         return ref
 
-    def _cost_of(self, ref, slot: _Slot) -> float:
-        return next((c for r, c in slot.calls if r == ref), 0.0)
-
-    def _finish(self, slot: _Slot, ref) -> None:
+    def _add_pending(self, slot: _Slot, cost: float) -> None:
         with self._lock:
-            for k, (r, c) in enumerate(slot.calls):
-                if r == ref:
-                    slot.pending_cost -= c
-                    del slot.calls[k]
-                    break
+            slot.pending_cost += cost
 
     # ---- actors -----------------------------------------------------------------------------
     def _start_actor(self, index: int):
