@@ -211,15 +211,23 @@ def _finish(dataset, out, journal, chunks, samples, threshold, clock, began) -> 
 
 
 def _save_dataset(dataset: Dataset, kept: list[int], pass_counts: list[int], samples: int, out: Path) -> None:
-    """The kept rows plus pass_count / sample_count, saved to a temporary folder then renamed."""
-    subset = dataset.select(kept)
+    """The kept rows plus pass_count / sample_count, saved to a temporary folder then renamed.
+
+    The intermediate Arrow files go to a work folder under `out`: by default `datasets` would write them
+    as cache files next to the INPUT dataset, i.e. into the user's (or checkpoint's) data folder."""
+    final, tmp, old, work = (out / f"{prefix}{DATASET_DIR}{suffix}"
+                             for prefix, suffix in (("", ""), (".", ".tmp"), (".", ".old"), (".", ".work")))
+    for stale in (tmp, old, work):
+        shutil.rmtree(stale, ignore_errors=True)
+    work.mkdir()
+    subset = dataset.select(kept, indices_cache_file_name=str(work / "indices.arrow"))
+    subset = subset.flatten_indices(cache_file_name=str(work / "rows.arrow"))
     subset = subset.remove_columns([c for c in (PASS_COUNT, SAMPLE_COUNT) if c in subset.column_names])
     subset = subset.add_column(PASS_COUNT, pass_counts).add_column(SAMPLE_COUNT, [samples] * len(kept))
-    final, tmp, old = out / DATASET_DIR, out / f".{DATASET_DIR}.tmp", out / f".{DATASET_DIR}.old"
-    for stale in (tmp, old):
-        shutil.rmtree(stale, ignore_errors=True)
     subset.save_to_disk(str(tmp))
+    del subset
     if final.exists():
         final.rename(old)
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)

@@ -81,8 +81,13 @@ def read_output(out: Path) -> tuple[list[dict], dict]:
 
 def test_drop_rule_histograms_and_report(tmp_path):
     rows, rewards = make_rows(23), FakeRewardPool()
-    report = run_filter(FakeGenerator(), rewards, Dataset.from_list(rows), tmp_path, samples=SAMPLES,
-                        chunk_size=5, progress=False)
+    Dataset.from_list(rows).save_to_disk(str(tmp_path / "input"))
+    input_files = sorted(p.name for p in (tmp_path / "input").iterdir())
+    report = run_filter(FakeGenerator(), rewards, load_from_disk(str(tmp_path / "input")), tmp_path / "out",
+                        samples=SAMPLES, chunk_size=5, progress=False)
+    assert sorted(p.name for p in (tmp_path / "input").iterdir()) == input_files  # no cache files in the input
+    tmp_path = tmp_path / "out"
+    assert {p.name for p in tmp_path.iterdir()} == {"data", "journal", "report.json"} | set(report.plots)
     # identical completions of one prompt are scored once: one or two distinct texts per prompt here
     assert rewards.scored == sum(1 if pass_count_of(i) in (0, SAMPLES) else 2 for i in range(23))
     kept, saved = read_output(tmp_path)

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from datasets import load_from_disk
@@ -13,32 +12,16 @@ from filtering.journal import ChunkJournal
 pytestmark = pytest.mark.slow
 SAMPLES = 8
 PROMPTS = 24
-VLLM_CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)  # vllm cpu_attn.get_supported_head_sizes
 
 
 @pytest.fixture(scope="module")
-def filter_checkpoint(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The shared tiny checkpoint, or (when its head size is one vLLM's CPU attention cannot run) the
-    same bootstrap with 2 attention heads."""
-    config = json.loads((tiny_checkpoint / "config.json").read_text())
-    if config["hidden_size"] // config["num_attention_heads"] in VLLM_CPU_HEAD_SIZES:
-        return tiny_checkpoint
-    from conftest import tiny_bootstrap_config
-    from orchestration.bootstrap import bootstrap
-
-    cfg = tiny_bootstrap_config()
-    cfg.shape.num_attention_heads, cfg.shape.num_key_value_heads = 2, 1
-    return bootstrap(cfg, tmp_path_factory.mktemp("filter_bootstrap") / "tiny")
-
-
-@pytest.fixture(scope="module")
-def engine(filter_checkpoint):
+def engine(tiny_checkpoint):
     pytest.importorskip("vllm")
     from rollout.engine import VllmEngine
     from rollout.modes import ModeSampling, SamplingConfig
 
     sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 48), non_reasoning=ModeSampling(0.4, 0.95, 48))
-    engine = VllmEngine(str(filter_checkpoint), sampling, max_model_len=256, seed=0)
+    engine = VllmEngine(str(tiny_checkpoint), sampling, max_model_len=256, seed=0)
     yield engine
     engine.shutdown()
 
@@ -64,8 +47,9 @@ class CountingGenerator:
         return self.engine.generate(requests)
 
 
-def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, filter_checkpoint, tmp_path):
-    data = load_from_disk(str(filter_checkpoint / "data"))["train"].select(range(PROMPTS))
+def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, tiny_checkpoint, tmp_path):
+    input_files = sorted(p.name for p in (tiny_checkpoint / "data" / "train").iterdir())
+    data = load_from_disk(str(tiny_checkpoint / "data"))["train"].select(range(PROMPTS))
     assert {"math", "code"} <= set(data["domain"]) and {"reasoning", "non_reasoning"} <= set(data["mode"])
     rewards = reward_pool()
     try:
@@ -102,6 +86,7 @@ def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, filte
     assert saved["input"] == PROMPTS and sum(sum(h.values()) for h in saved["histogram"].values()) == PROMPTS
     assert saved["kept"] + saved["dropped_all_correct"] == PROMPTS and saved["kept"] == len(kept)
     assert all((tmp_path / name).stat().st_size > 0 for name in saved["plots"])
+    assert sorted(p.name for p in (tiny_checkpoint / "data" / "train").iterdir()) == input_files  # input untouched
 
 
 DIGIT_REWARD = """
@@ -110,12 +95,12 @@ def has_digit(completions, **columns):
 """
 
 
-def test_real_filter_drops_prompts_whose_samples_all_pass(engine, filter_checkpoint, tmp_path):
+def test_real_filter_drops_prompts_whose_samples_all_pass(engine, tiny_checkpoint, tmp_path):
     """A reward the tiny SFT model often satisfies (a TRL-style plug-in loaded from a file: "the answer
     has a digit"), so that some prompts pass 8/8 and go, and the others stay."""
     plugin = tmp_path / "digit_reward.py"
     plugin.write_text(DIGIT_REWARD)
-    data = load_from_disk(str(filter_checkpoint / "data"))["train"].select(range(PROMPTS))
+    data = load_from_disk(str(tiny_checkpoint / "data"))["train"].select(range(PROMPTS))
     rewards = reward_pool(f"{plugin}:has_digit")
     try:
         report = run_filter(engine, rewards, data, tmp_path / "out", samples=SAMPLES, chunk_size=PROMPTS,
