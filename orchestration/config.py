@@ -113,6 +113,8 @@ class TrainConfig(Section):
     prompts_per_step: int = Field(16, gt=0)  # B
     save_every: int = Field(10, gt=0)
     seed: int = 0
+    # The learner runs in the driver; on small CPU machines a vLLM actor holds a core (see BootstrapConfig).
+    torch_threads: int = Field(1, ge=0)  # 0 = all cores
 
 
 class EvalConfig(Section):

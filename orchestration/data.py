@@ -66,3 +66,12 @@ def default_source(cfg) -> str:
     if (Path(cfg.model_path) / DATA_DIR).is_dir():
         return cfg.model_path
     return cfg.bootstrap.out
+
+
+def load_prompts(cfg, source: str | Path, split: str) -> Dataset:
+    """A prompt split, with modes re-drawn when `data.reasoning_share` is set, checked row by row."""
+    dataset = load_split(source, split)
+    if cfg.data.reasoning_share is not None:
+        dataset = with_mode_mix(dataset, cfg.data.reasoning_share, cfg.train.seed)
+    check_rows(dataset, str(source))
+    return dataset

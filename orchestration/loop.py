@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import torch
 from tqdm import trange
 from transformers import AutoTokenizer
 
@@ -15,7 +16,7 @@ from .batch_builder import build_batch, reward_inputs
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
 from .components import build_reward_pool, engine_kwargs
 from .config import UnirlConfig, dump_config
-from .data import check_rows, default_source, load_split, request_for
+from .data import default_source, load_prompts, request_for
 from .metrics import MetricsLogger, StageTimer, rollout_metrics
 from .ray_runtime import init_ray
 from .sampler import PromptSampler
@@ -44,13 +45,13 @@ def _starting_point(cfg: UnirlConfig, run_dir: Path, resume: bool) -> tuple[Loop
 
 def train(cfg: UnirlConfig, resume: bool = False) -> Path:
     """Runs train.steps RL steps (continuing from the latest checkpoint with `resume`); returns the run folder."""
+    if cfg.train.torch_threads:
+        torch.set_num_threads(cfg.train.torch_threads)
     run_dir = Path(cfg.train.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     state, checkpoint, start_model = _starting_point(cfg, run_dir, resume)
     dump_config(cfg, run_dir / "config.yaml")
-    source = cfg.data.train or default_source(cfg)
-    dataset = load_split(source, "train")
-    check_rows(dataset, str(source))
+    dataset = load_prompts(cfg, cfg.data.train or default_source(cfg), "train")
     sampler = PromptSampler(len(dataset), cfg.train.seed, **state.sampler)
     rewards = build_reward_pool(cfg)
     advantage_fn = get_advantage(cfg.algorithm.advantage)

@@ -8,15 +8,12 @@ from filtering.accuracy import run_filter
 
 from .components import build_engine, build_reward_pool
 from .config import UnirlConfig
-from .data import check_rows, default_source, load_split, with_mode_mix
+from .data import default_source, load_prompts
 
 
 def run_filter_command(cfg: UnirlConfig, data: str | None = None, out: str | None = None, split: str = "train") -> dict:
     source = data or cfg.data.train or default_source(cfg)
-    dataset = load_split(source, split)
-    if cfg.data.reasoning_share is not None:
-        dataset = with_mode_mix(dataset, cfg.data.reasoning_share, cfg.train.seed)
-    check_rows(dataset, str(source))
+    dataset = load_prompts(cfg, source, split)
     if cfg.filter.max_prompts:
         dataset = dataset.select(range(min(cfg.filter.max_prompts, len(dataset))))
     out_dir = Path(out or cfg.filter.out or Path(cfg.train.out).parent / "filter")
