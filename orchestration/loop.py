@@ -67,7 +67,8 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
         timer = StageTimer()
         rows = [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)]
         with timer("rollout"):
-            groups = rollout.generate([request_for(r, n=cfg.rollout.samples_per_prompt) for r in rows])
+            requests = [request_for(r, n=cfg.rollout.samples_per_prompt) for r in rows]
+            groups = rollout.generate(requests, seed=cfg.train.seed * 1_000_003 + step)
         with timer("reward"):
             outputs = rewards.score(reward_inputs(groups, rows))
         batch, _ = build_batch(groups, outputs, advantage_fn)

@@ -64,8 +64,13 @@ class VllmEngine:
     def policy_version(self) -> int:
         return self._policy_version
 
-    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
-        """`request.n` samples per request with the mode's sampling settings; groups in request order."""
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
+        """`request.n` samples per request with the mode's sampling settings; groups in request order.
+
+        With `seed`, the sampler's RNG is reset first, so the same call on the same weights gives the
+        same samples (what exact resume needs)."""
+        if seed is not None:
+            self.llm.collective_rpc("unirl_reseed", args=(int(seed),))
         return self._generate(requests, greedy=False)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:

@@ -49,7 +49,9 @@ class HfEngine:
     def policy_version(self) -> int:
         return self._policy_version
 
-    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
+        if seed is not None:
+            torch.manual_seed(int(seed))
         return self._generate(requests, greedy=False)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:

@@ -89,8 +89,9 @@ class RolloutPool:
     def restarts(self) -> int:
         return sum(s.restarts for s in self.slots)
 
-    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
-        return self._run_balanced("generate", requests)
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
+        """With `seed`, worker k reseeds its sampler with `seed + k` first: reproducible rollouts."""
+        return self._run_balanced("generate", requests, seed)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         return self._run_balanced("generate_greedy", requests)
@@ -139,13 +140,13 @@ class RolloutPool:
         self.slots = []
 
     # ---- balancing and re-issue -------------------------------------------------------------
-    def _run_balanced(self, method: str, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+    def _run_balanced(self, method: str, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
         import ray
 
         results: list[RolloutGroup | None] = [None] * len(requests)
         in_flight = {}
         for slot, indices in self._assign(requests, greedy=(method == "generate_greedy")):
-            in_flight[self._submit(slot, method, requests, indices)] = (slot, slot.actor, indices, 0)
+            in_flight[self._submit(slot, method, requests, indices, seed)] = (slot, slot.actor, indices, 0)
         while in_flight:
             (ref,), _ = ray.wait(list(in_flight), num_returns=1)
             slot, actor, indices, attempt = in_flight.pop(ref)
@@ -156,7 +157,7 @@ class RolloutPool:
                     raise RuntimeError(f"rollout worker {slot.index} died {attempt + 1} times on the same requests") from err
                 log.warning("rollout worker %d died (%s); restarting it and re-issuing %d requests", slot.index, err, len(indices))
                 self._replace_if_dead(slot, actor)
-                in_flight[self._submit(slot, method, requests, indices)] = (slot, slot.actor, indices, attempt + 1)
+                in_flight[self._submit(slot, method, requests, indices, seed)] = (slot, slot.actor, indices, attempt + 1)
                 continue
             finally:
                 self._add_pending(slot, -self._chunk_cost(method, requests, indices))
@@ -183,8 +184,9 @@ class RolloutPool:
     def _chunk_cost(self, method: str, requests: list[GenerationRequest], indices: list[int]) -> float:
         return sum(self._request_cost(requests[i], method == "generate_greedy") for i in indices)
 
-    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], indices: list[int]):
-        ref = getattr(slot.actor, method).remote([requests[i] for i in indices])
+    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], indices: list[int], seed: int | None):
+        args = [[requests[i] for i in indices]] + ([seed + slot.index] if seed is not None else [])
+        ref = getattr(slot.actor, method).remote(*args)
         self._add_pending(slot, self._chunk_cost(method, requests, indices))
         return ref
 

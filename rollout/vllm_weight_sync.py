@@ -41,6 +41,10 @@ class WeightSyncExtension:
         _repack(layers)
         return len(tensors)
 
+    def unirl_reseed(self, seed: int) -> None:
+        """vLLM samples from the worker's global torch RNG (per-request generators fail on CPU)."""
+        torch.manual_seed(seed)
+
     def unirl_weight_checksum(self) -> float:
         """Sum of all parameters, for tests that want to see the update arrive."""
         return float(sum(p.double().sum() for p in self.model_runner.model.parameters()))

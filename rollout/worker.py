@@ -35,8 +35,8 @@ class RolloutWorker:
         self.engine_name = engine
         self.engine = build_engine(engine, dict(engine_kwargs or {}))
 
-    def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
-        return self.engine.generate(requests)
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
+        return self.engine.generate(requests, seed)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         return self.engine.generate_greedy(requests)
