@@ -1,0 +1,302 @@
+"""End-to-end RL throughput: unirl's loop against TRL's `GRPOTrainer`, side by side in one run.
+
+One RL step = generation + reward + advantages + learner step (+ weight sync for unirl). Both sides:
+the same model (a random-weight tiny Exaone4 with a trained BPE tokenizer), the same 16 prompts x 4
+completions = 64 completions per step rendered through the same chat template in reasoning mode, at
+most 64 new tokens sampled at T=0.6 / top-p 0.95, the same reward function (`digit_share`, a
+TRL-convention function that unirl loads as a plug-in), the same loss (GRPO: group-normalised
+advantages, token-level clipped ratio, k3 KL with `--beta`), one optimizer step per 64 completions
+with the same micro-batch size, AdamW with a constant learning rate and clipping 1.0, fp32, CPU,
+the same number of torch threads in the driver process.
+
+- unirl: the components `unirl train` builds (orchestration/loop.py): a `RolloutPool` with one Ray
+  actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, `Learner.step`, then
+  `RolloutPool.update_weights`.
+- TRL: `GRPOTrainer.train()` with `use_vllm=False`, i.e. transformers `generate`, which is what a user
+  reaches for without a separate vLLM server. TRL's defaults of `gradient_checkpointing=True` and
+  `bf16=True` are turned off to match (fp32, no recomputation).
+
+The two alternate step by step (a unirl step runs inside TRL's `on_step_end` callback, outside
+TRL's timed interval), so load from other processes on the machine hits both alike. The first step
+of each is a warm-up and is not counted; medians of the rest are compared. Completion lengths are
+not forced (unirl's engine does not expose vLLM's `ignore_eos`); mean generated tokens per step are
+reported for both and the ratio is also given in completion tokens/s.
+
+    .venv/bin/python benchmarks/e2e_vs_trl.py [--shape 3m|30m] [--steps 4] [--threads 1]
+    .venv/bin/python benchmarks/e2e_vs_trl.py --quick      # tiny settings for the test (< 90 s)
+
+The last line printed is JSON: `ratio` = unirl samples/s / TRL samples/s, both step times, settings.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHAPES = {  # TinyModelShape keyword arguments
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2,
+                 num_key_value_heads=1, sliding_window=16),
+    "3m": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
+               num_key_value_heads=2, sliding_window=64),
+    "30m": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=8, num_attention_heads=8,
+                num_key_value_heads=4, sliding_window=64),
+}
+TEMPERATURE, TOP_P = 0.6, 0.95
+MAX_MODEL_LEN = 256
+MEMORY_SHARE = 0.1  # vLLM CPU: share of RAM for the KV cache; the machine is shared
+
+
+def digit_share(completions, **kwargs) -> list[float]:
+    """The shared reward, in TRL's convention: the share of digit characters in the completion.
+
+    Cheap and varied on a random-weight model, so advantages are non-zero on both sides. TRL hands
+    conversational completions as message lists, unirl hands plain strings."""
+    texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+    return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
+
+
+def prompts(count: int) -> list[str]:
+    rng = random.Random(0)
+    return [f"Tom has {rng.randint(1, 99)} apples, buys {rng.randint(1, 99)} more and gives away "
+            f"{rng.randint(1, 9)}. How many apples does Tom have now?" for _ in range(count)]
+
+
+def tokenizer_corpus(lines: int = 2000) -> list[str]:
+    rng = random.Random(1)
+    out = []
+    for i in range(lines):
+        a, b, c = rng.randint(0, 999), rng.randint(0, 999), rng.randint(0, 9)
+        out.append(f"Tom has {a} apples, buys {b} more and gives away {c}. How many apples does Tom have now?"
+                   if i % 2 else f"<think>\n{a} + {b} = {a + b}, minus {c} is {a + b - c}\n</think>\n\n"
+                                 f"The answer is \\boxed{{{a + b - c}}}.")
+    return out
+
+
+def build_model(out_dir: Path, shape: str) -> int:
+    """A random-weight Exaone4 of `shape` plus a 400-token BPE tokenizer, saved in HF format (fp32)."""
+    from orchestration.bootstrap.model import TinyModelShape, build_tiny_model
+    from orchestration.bootstrap.tokenizer import train_tokenizer
+
+    tokenizer = train_tokenizer(tokenizer_corpus(), vocab_size=400)
+    model = build_tiny_model(tokenizer, TinyModelShape(**SHAPES[shape]), seed=0)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return sum(p.numel() for p in model.parameters())
+
+
+class UnirlSide:
+    """The RL step of orchestration/loop.py, built from the same components (checkpoints off)."""
+
+    def __init__(self, model_dir: Path, args, texts: list[str]):
+        import ray
+
+        from rewards.pool import RewardPool
+        from rewards.registry import load_reward
+        from rl.advantages import get_advantage
+        from rl.learner import Learner, LearnerConfig
+        from rollout.modes import ModeSampling, SamplingConfig
+        from rollout.pool import PoolPlacement, RolloutPool
+
+        self.rows = [{"id": str(i), "prompt": t, "mode": "reasoning"} for i, t in enumerate(texts)]
+        self.samples = args.samples
+        mode = ModeSampling(TEMPERATURE, TOP_P, args.tokens)
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        self.pool = RolloutPool(1, dict(model_path=str(model_dir), sampling=SamplingConfig(mode, mode, seed=0),
+                                        max_model_len=MAX_MODEL_LEN, seed=0, gpu_memory_utilization=MEMORY_SHARE),
+                                placement=PoolPlacement(num_cpus_per_worker=1))
+        self.rewards = RewardPool([(load_reward(f"{Path(__file__).resolve()}:digit_share"), 1.0)], num_workers=2)
+        self.advantage = get_advantage("grpo")
+        self.learner = Learner(LearnerConfig(
+            model_path=str(model_dir), loss="grpo", lr=args.lr, beta=args.beta, max_grad_norm=1.0,
+            micro_batch_size=args.micro_batch, micro_batch_tokens=None, seed=0))
+        self.version = 0
+        self.times: list[float] = []
+        self.stages: list[dict[str, float]] = []
+        self.tokens: list[int] = []
+
+    def step(self) -> None:
+        from orchestration.batch_builder import build_batch, reward_inputs
+        from orchestration.data import request_for
+        from orchestration.metrics import StageTimer, rollout_metrics
+
+        timer = StageTimer()
+        start = time.perf_counter()
+        self.version += 1
+        with timer("rollout"):
+            requests = [request_for(r, n=self.samples) for r in self.rows]
+            groups = self.pool.generate(requests, seed=self.version)  # the loop reseeds every step too
+        with timer("reward"):
+            outputs = self.rewards.score(reward_inputs(groups, self.rows))
+        batch, _ = build_batch(groups, outputs, self.advantage)
+        with timer("learner"):
+            self.learner.step(batch)
+        with timer("weight_sync"):
+            self.pool.update_weights(self.learner.export_weights(), version=self.version)
+        rollout_metrics(groups, outputs)
+        self.times.append(time.perf_counter() - start)
+        self.stages.append(timer.seconds)
+        self.tokens.append(sum(len(s.token_ids) for g in groups for s in g.samples))
+
+    def close(self) -> None:
+        import ray
+
+        self.pool.shutdown()
+        self.rewards.close()
+        ray.shutdown()
+
+
+class TrlSide:
+    """TRL's GRPOTrainer with transformers generation; step times come from `StepClock`."""
+
+    def __init__(self, model_dir: Path, out_dir: Path, args, texts: list[str], total_steps: int):
+        import torch
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+        self.tokens: list[int] = []
+        completions = args.prompts * args.samples
+        config = GRPOConfig(
+            output_dir=str(out_dir), max_steps=total_steps, loss_type="grpo", beta=args.beta,
+            num_iterations=1, scale_rewards="group", num_generations=args.samples,
+            per_device_train_batch_size=args.micro_batch,
+            gradient_accumulation_steps=completions // args.micro_batch,  # one optimizer step per batch
+            max_completion_length=args.tokens, temperature=TEMPERATURE, top_p=TOP_P, use_vllm=False,
+            chat_template_kwargs={"enable_thinking": True},  # reasoning mode, as unirl's requests
+            learning_rate=args.lr, lr_scheduler_type="constant", max_grad_norm=1.0,
+            gradient_checkpointing=False, bf16=False, use_cpu=True, model_init_kwargs={"dtype": torch.float32},
+            logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, seed=0,
+            dataloader_num_workers=0)
+        dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": t}] for t in texts]})
+        self.trainer = GRPOTrainer(model=str(model_dir), args=config, reward_funcs=self.digit_share_counted,
+                                   train_dataset=dataset)
+
+    def digit_share_counted(self, completions, completion_ids=None, **kwargs):
+        self.tokens.append(sum(len(c) for c in completion_ids))
+        return digit_share(completions)
+
+    def train(self, callback) -> None:
+        self.trainer.add_callback(callback)
+        self.trainer.train()
+
+
+def step_clock(run_between):
+    """A TRL callback: times each TRL step, and runs `run_between()` after it, outside the timing."""
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.times: list[float] = []
+            self.resumed = None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            if self.resumed is None:
+                self.resumed = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter() - self.resumed)
+            run_between()
+            self.resumed = time.perf_counter()
+
+    return StepClock()
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="3m", choices=sorted(SHAPES))
+    p.add_argument("--prompts", type=int, default=16)
+    p.add_argument("--samples", type=int, default=4, help="completions per prompt (G)")
+    p.add_argument("--tokens", type=int, default=64, help="max new tokens")
+    p.add_argument("--steps", type=int, default=4, help="measured steps per side, after one warm-up step")
+    p.add_argument("--micro-batch", type=int, default=16, help="sequences per forward/backward, both sides")
+    p.add_argument("--beta", type=float, default=0.001, help="KL weight, both sides (> 0 loads a reference model)")
+    p.add_argument("--lr", type=float, default=1e-5)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads in this process (both learners, TRL's generation); vLLM pins its own")
+    p.add_argument("--quick", action="store_true", help="tiny shape, 4 prompts x 2 x 16 tokens, 1 measured step")
+    args = p.parse_args()
+    if args.quick:
+        args.shape, args.prompts, args.samples, args.tokens, args.steps, args.micro_batch = "tiny", 4, 2, 16, 1, 8
+    if (args.prompts * args.samples) % args.micro_batch:
+        p.error(f"--micro-batch {args.micro_batch} must divide prompts x samples = {args.prompts * args.samples}")
+    return args
+
+
+def summary(times: list[float], tokens: list[int], completions: int) -> dict:
+    step_s = statistics.median(times)
+    mean_tokens = statistics.mean(tokens)
+    return {"step_s": round(step_s, 3), "samples_per_s": completions / step_s,
+            "mean_completion_tokens": mean_tokens / completions, "completion_tokens_per_s": mean_tokens / step_s,
+            "steps_s": [round(t, 3) for t in times]}
+
+
+def main() -> None:
+    args = parse_args()
+    warnings.filterwarnings("ignore")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    texts = prompts(args.prompts)
+    completions = args.prompts * args.samples
+    work = Path(tempfile.mkdtemp(prefix="e2e_vs_trl_"))
+    params = build_model(work / "model", args.shape)
+    print(f"model: {params / 1e6:.2f}M parameters ({args.shape}); {args.prompts} prompts x {args.samples} "
+          f"completions x <= {args.tokens} tokens; {args.threads} torch thread(s)", file=sys.stderr)
+
+    started = time.perf_counter()
+    ours = UnirlSide(work / "model", args, texts)
+    ours_startup = time.perf_counter() - started
+    started = time.perf_counter()
+    trl = TrlSide(work / "model", work / "trl", args, texts, total_steps=args.steps + 1)
+    trl_startup = time.perf_counter() - started
+    torch.set_num_threads(args.threads)  # in case a library changed it while building
+
+    clock = step_clock(ours.step)
+    trl.train(clock)
+    if len(clock.times) != args.steps + 1 or len(ours.times) != args.steps + 1:
+        raise RuntimeError(f"expected {args.steps + 1} steps per side, got TRL {len(clock.times)}, ours {len(ours.times)}")
+    ours.close()
+
+    skip = 1  # warm-up step
+    mine = summary(ours.times[skip:], ours.tokens[skip:], completions)
+    theirs = summary(clock.times[skip:], trl.tokens[skip:], completions)
+    stages = {k: round(statistics.median(s[k] for s in ours.stages[skip:]), 3) for k in ours.stages[0]}
+    # Not measured, an estimate: the step time if generation of the next batch overlapped the learner
+    # step (one-step off-policy), which orchestration/loop.py does not do.
+    overlapped_s = max(stages["time/rollout"] + stages["time/reward"], stages["time/learner"]) + stages["time/weight_sync"]
+    result = {
+        "ratio": round(mine["samples_per_s"] / theirs["samples_per_s"], 3),
+        "token_ratio": round(mine["completion_tokens_per_s"] / theirs["completion_tokens_per_s"], 3),
+        "unirl_step_s": mine["step_s"], "trl_step_s": theirs["step_s"],
+        "unirl": {**mine, "stages_s": stages, "startup_s": round(ours_startup, 1),
+                  "estimated_step_s_if_rollout_overlapped_learner": round(overlapped_s, 3),
+                  "estimated_ratio_if_overlapped": round(theirs["step_s"] / overlapped_s, 3)},
+        "trl": {**theirs, "startup_s": round(trl_startup, 1)},
+        "settings": {"shape": args.shape, "params": params, "prompts": args.prompts, "samples": args.samples,
+                     "completions_per_step": completions, "max_new_tokens": args.tokens, "temperature": TEMPERATURE,
+                     "top_p": TOP_P, "loss": "grpo", "advantage": "grpo (group-normalised)", "beta": args.beta,
+                     "lr": args.lr, "micro_batch": args.micro_batch, "optimizer_steps_per_batch": 1,
+                     "measured_steps": args.steps, "warmup_steps": skip, "torch_threads": args.threads,
+                     "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
+                     "unirl_rollout": "RolloutPool, 1 Ray actor, vLLM", "trl_generation": "transformers generate (use_vllm=False)",
+                     "reward": "digit_share (TRL convention; unirl loads it as a file plug-in)"},
+    }
+    print(f"unirl {mine['step_s']:.2f} s/step ({mine['samples_per_s']:.1f} samples/s) | TRL {theirs['step_s']:.2f} s/step "
+          f"({theirs['samples_per_s']:.1f} samples/s) | ratio {result['ratio']}", file=sys.stderr)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
