@@ -69,6 +69,7 @@ class ChunkJournal:
 
     def open(self, meta: dict) -> None:
         """Create the journal for `meta`, or check that the existing one was made from the same inputs."""
+        meta = json.loads(json.dumps(meta, default=str))  # compare in the form it is stored in
         self.dir.mkdir(parents=True, exist_ok=True)
         for stale in self.dir.glob(".*.tmp-*"):  # left by a run killed mid-write
             stale.unlink(missing_ok=True)

@@ -148,12 +148,22 @@ def test_rerun_after_finish_generates_nothing_and_threshold_reuses_journal(tmp_p
 
 def test_other_inputs_are_refused_by_the_journal(tmp_path):
     dataset = Dataset.from_list(make_rows(6))
-    run_filter(FakeGenerator(), FakeRewardPool(), dataset, tmp_path, samples=SAMPLES, chunk_size=4, progress=False)
+    key = {"model": Path("/m"), "sampling": (0.6, 0.95)}
+    run_filter(FakeGenerator(), FakeRewardPool(), dataset, tmp_path, samples=SAMPLES, chunk_size=4, progress=False,
+               run_key=key)
+    idle = FakeGenerator()
+    run_filter(idle, FakeRewardPool(), dataset, tmp_path, samples=SAMPLES, chunk_size=4, progress=False, run_key=key)
+    assert idle.calls == 0
+    with pytest.raises(JournalMismatch, match="run_key"):
+        run_filter(FakeGenerator(), FakeRewardPool(), dataset, tmp_path, samples=SAMPLES, chunk_size=4,
+                   progress=False, run_key=dict(key, model="/other"))
     with pytest.raises(JournalMismatch, match="samples"):
-        run_filter(FakeGenerator(), FakeRewardPool(), dataset, tmp_path, samples=2, chunk_size=4, progress=False)
+        run_filter(FakeGenerator(), FakeRewardPool(), dataset, tmp_path, samples=2, chunk_size=4, progress=False,
+                   run_key=key)
     changed = Dataset.from_list(make_rows(5) + [dict(make_rows(6)[5], answer="other")])
     with pytest.raises(JournalMismatch, match="dataset"):
-        run_filter(FakeGenerator(), FakeRewardPool(), changed, tmp_path, samples=SAMPLES, chunk_size=4, progress=False)
+        run_filter(FakeGenerator(), FakeRewardPool(), changed, tmp_path, samples=SAMPLES, chunk_size=4, progress=False,
+                   run_key=key)
 
 
 def test_bad_rows_name_file_and_row(tmp_path):
