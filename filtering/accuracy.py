@@ -197,7 +197,7 @@ def _finish(dataset, out, journal, chunks, samples, threshold, clock, began) -> 
         input=len(dataset), kept=len(kept), dropped_all_correct=len(dataset) - len(kept),
         histogram=tally.by_mode(), by_mode_domain=by_mode_domain, samples_per_prompt=samples,
         correct_threshold=threshold, sample_accuracy=tally.correct / max(1, tally.total),
-        truncated_samples=tally.truncated, reward_errors=tally.errors,
+        truncated_samples=tally.truncated, reward_errors=tally.errors, reward_error_kinds=tally.top_errors(),
         generated_prompts=clock.generated, resumed_prompts=len(dataset) - clock.generated,
         generation_seconds=round(clock.generation, 3), scoring_seconds=round(clock.scoring, 3),
         wall_seconds=0.0, setup_seconds=round(clock.setup, 3), finish_seconds=0.0,

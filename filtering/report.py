@@ -10,6 +10,7 @@ from pathlib import Path
 from .journal import PromptRecord, write_atomic
 
 REPORT_FILE = "report.json"
+ERROR_KIND_CHARS, ERROR_KINDS = 80, 20
 
 
 @dataclass
@@ -24,6 +25,7 @@ class FilterReport:
     sample_accuracy: float  # share of correct samples over all samples
     truncated_samples: int  # samples that hit max_tokens
     reward_errors: int  # samples whose reward reported an error (scored 0)
+    reward_error_kinds: dict[str, int]  # the most frequent error messages (a bad reference column shows here)
     generated_prompts: int  # prompts sampled by this invocation
     resumed_prompts: int  # prompts taken from the journal of an earlier invocation
     generation_seconds: float  # time inside generator.generate, this invocation
@@ -47,6 +49,7 @@ class PassCountTally:
         self.samples, self.threshold = samples, threshold
         self.cells: dict[tuple[str, str], Counter] = {}
         self.correct = self.total = self.truncated = self.errors = 0
+        self.error_kinds: Counter = Counter()
 
     def add(self, record: PromptRecord) -> int:
         passed = record.pass_count(self.threshold)
@@ -55,7 +58,11 @@ class PassCountTally:
         self.total += len(record.samples)
         self.truncated += sum(s.finish_reason == "length" for s in record.samples)
         self.errors += sum(s.error is not None for s in record.samples)
+        self.error_kinds.update(s.error[:ERROR_KIND_CHARS] for s in record.samples if s.error is not None)
         return passed
+
+    def top_errors(self) -> dict[str, int]:
+        return dict(self.error_kinds.most_common(ERROR_KINDS))
 
     def histogram(self, counts: Counter) -> dict[str, int]:
         keys = range(max([self.samples, *counts]) + 1)

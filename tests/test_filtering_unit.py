@@ -60,7 +60,8 @@ class FakeRewardPool:
     def score(self, inputs):
         self.scored += len(inputs)
         time.sleep(self.delay_s)
-        return [RewardOutput(1.0 if i.completion.startswith("ok:") else 0.0) for i in inputs]
+        return [RewardOutput(1.0, None) if i.completion.startswith("ok:") else RewardOutput(0.0, "wrong answer")
+                for i in inputs]
 
 
 def make_rows(n: int) -> list[dict]:
@@ -106,6 +107,8 @@ def test_drop_rule_histograms_and_report(tmp_path):
         for k, count in hist.items():
             assert count == sum(c["histogram"][k] for c in saved["by_mode_domain"][mode].values())
     assert saved["generated_prompts"] == 23 and saved["resumed_prompts"] == 0
+    wrong = sum(SAMPLES - pass_count_of(i) for i in range(23))
+    assert saved["reward_errors"] == wrong and saved["reward_error_kinds"] == {"wrong answer": wrong}
     assert {"generation_seconds", "wall_seconds"} <= set(saved) and report.kept == saved["kept"]
     assert sorted(saved["plots"]) == sorted(p.name for p in tmp_path.glob("histogram-*.png")) and len(saved["plots"]) == 4
     records = list(ChunkJournal(tmp_path).records())
