@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -130,7 +131,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = _parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))  # run `finally` clean-ups
+    parser = _parser()
+    args, rest = parser.parse_known_args(argv)  # overrides may also follow options: CONFIG --model X a.b=1
+    if rest and (not hasattr(args, "overrides") or any("=" not in r or r.startswith("-") for r in rest)):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if rest:
+        args.overrides += rest
     config_arg = getattr(args, "config", None)
     if config_arg and "=" in config_arg and not Path(config_arg).exists():
         args.overrides.insert(0, config_arg)  # `unirl train a.b=1` without a config file

@@ -63,24 +63,26 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
         learner.load_training_state(checkpoint / "trainer")
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     metrics = MetricsLogger(run_dir, keep_until_step=state.step)
-    for step in trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", initial=state.step, total=cfg.train.steps):
-        timer = StageTimer()
-        rows = [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)]
-        with timer("rollout"):
-            requests = [request_for(r, n=cfg.rollout.samples_per_prompt) for r in rows]
-            groups = rollout.generate(requests, seed=cfg.train.seed * 1_000_003 + step)
-        with timer("reward"):
-            outputs = rewards.score(reward_inputs(groups, rows))
-        batch, _ = build_batch(groups, outputs, advantage_fn)
-        with timer("learner"):
-            learner_metrics = learner.step(batch)
-        with timer("weight_sync"):
-            rollout.update_weights(learner.export_weights(), version=step)
-        metrics.log(step, {**rollout_metrics(groups, outputs), **learner_metrics, **timer.seconds})
-        if step % cfg.train.save_every == 0 or step == cfg.train.steps:
-            save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
-    metrics.close()
-    rollout.shutdown()
-    rewards.close()
+    try:
+        for step in trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", initial=state.step, total=cfg.train.steps):
+            timer = StageTimer()
+            rows = [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)]
+            with timer("rollout"):
+                requests = [request_for(r, n=cfg.rollout.samples_per_prompt) for r in rows]
+                groups = rollout.generate(requests, seed=cfg.train.seed * 1_000_003 + step)
+            with timer("reward"):
+                outputs = rewards.score(reward_inputs(groups, rows))
+            batch, _ = build_batch(groups, outputs, advantage_fn)
+            with timer("learner"):
+                learner_metrics = learner.step(batch)
+            with timer("weight_sync"):
+                rollout.update_weights(learner.export_weights(), version=step)
+            metrics.log(step, {**rollout_metrics(groups, outputs), **learner_metrics, **timer.seconds})
+            if step % cfg.train.save_every == 0 or step == cfg.train.steps:
+                save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
+    finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors
+        metrics.close()
+        rollout.shutdown()
+        rewards.close()
     return run_dir
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass
@@ -29,4 +29,5 @@ class PromptSampler:
         return picked
 
     def state(self) -> dict:
-        return asdict(self)
+        """What a checkpoint keeps; size and seed come from the data and the config."""
+        return {"epoch": self.epoch, "position": self.position}
