@@ -7,6 +7,7 @@ An interrupted run, rerun on the same inputs and output folder, skips the journa
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import shutil
 import threading
@@ -34,7 +35,8 @@ DEFAULT_THRESHOLD = 1.0 - 1e-9
 
 
 class Generator(Protocol):
-    """A rollout engine or pool: `request.n` samples per request, groups in request order."""
+    """A rollout engine or pool: `request.n` samples per request, groups in request order. A `seed`
+    keyword, when `generate` takes one, resets the sampler first (rollout's engines and pool do)."""
 
     def generate(self, requests: list[GenerationRequest]) -> list[RolloutGroup]: ...
 
@@ -75,13 +77,16 @@ def run_filter(
     source: str | None = None,
     run_key: dict | None = None,
     progress: bool = True,
+    seed: int | None = 0,
 ) -> FilterReport:
     """Filter `dataset` into `out_dir` (data/, report.json, histogram-*.png, journal/); see module doc.
 
     `source` names the dataset in error messages (default: its backing file). `run_key` is what else
     identifies the run for resuming (model, sampling, reward specs): a journal made under another key,
     or from another dataset / `samples` / `chunk_size`, is refused. `correct_threshold` only decides,
-    so it may change between reruns without new sampling.
+    so it may change between reruns without new sampling. With a `seed` and a generator whose
+    `generate` takes one, chunk i is sampled with seed + i: an interrupted and resumed run samples
+    exactly what an uninterrupted one does (same weights, same chunks).
     """
     if samples < 1 or chunk_size < 1:
         raise ValueError(f"samples and chunk_size must be >= 1, got {samples} and {chunk_size}")
@@ -91,18 +96,34 @@ def run_filter(
     source = source or dataset_source(dataset)
     journal = ChunkJournal(out)
     journal.open({"dataset": scan_rows(dataset, source), "rows": len(dataset), "samples": samples,
-                  "chunk_size": chunk_size, "run_key": run_key})
+                  "chunk_size": chunk_size, "seed": seed, "run_key": run_key})
     chunks = [_Chunk(i, a, min(a + chunk_size, len(dataset))) for i, a in enumerate(range(0, len(dataset), chunk_size))]
     todo = [c for c in chunks if not journal.has(c.index)]
     clock = _Clock()
     clock.setup = time.monotonic() - began
     with tqdm(total=len(dataset), initial=len(dataset) - sum(c.stop - c.start for c in todo), unit="prompt",
               desc="filter", disable=not progress, dynamic_ncols=True) as bar:
-        _sample_and_score(generator, reward_pool, dataset, journal, todo, samples, clock, bar)
+        sample = _sampler(generator, seed)
+        _sample_and_score(sample, reward_pool, dataset, journal, todo, samples, clock, bar)
     return _finish(dataset, out, journal, chunks, samples, correct_threshold, clock, began)
 
 
-def _sample_and_score(generator, reward_pool, dataset, journal, todo, samples, clock, bar) -> None:
+def _sampler(generator: Generator, seed: int | None):
+    """generate(requests, chunk_index): seeded per chunk when both a seed and the generator allow it."""
+    try:
+        parameters = inspect.signature(generator.generate).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    takes_seed = "seed" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+    if seed is None or not takes_seed:
+        if seed is not None:
+            log.warning("%s.generate takes no seed: a resumed run will not sample exactly what an "
+                        "uninterrupted one would", type(generator).__name__)
+        return lambda requests, chunk_index: generator.generate(requests)
+    return lambda requests, chunk_index: generator.generate(requests, seed=seed + chunk_index)
+
+
+def _sample_and_score(generate, reward_pool, dataset, journal, todo, samples, clock, bar) -> None:
     """Generate chunk i+1 while chunk i is scored and journaled in a background thread."""
     scoring: Future | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="filter-score") as scorer:
@@ -112,7 +133,7 @@ def _sample_and_score(generator, reward_pool, dataset, journal, todo, samples, c
                 rows = read_rows(dataset, chunk.start, chunk.stop)
                 requests = [request_for(row, chunk.start + i, samples) for i, row in enumerate(rows)]
                 started = time.monotonic()
-                groups = generator.generate(requests)
+                groups = generate(requests, chunk.index)
                 seconds = time.monotonic() - started
                 _check_groups(requests, groups, samples)
                 if scoring is not None:

@@ -34,11 +34,12 @@ class FakeGenerator:
     """Deterministic samples: 'ok' for a correct one, 'bad' otherwise; counts what it was asked."""
 
     def __init__(self, fail_on_call: int | None = None, delay_s: float = 0.0, samples: int | None = None):
-        self.calls, self.requested = 0, []
+        self.calls, self.requested, self.seeds = 0, [], []
         self.fail_on_call, self.delay_s, self.samples = fail_on_call, delay_s, samples
 
-    def generate(self, requests):
+    def generate(self, requests, seed=None):
         self.calls += 1
+        self.seeds.append(seed)
         if self.fail_on_call is not None and self.calls == self.fail_on_call:
             raise RuntimeError("generator died")
         time.sleep(self.delay_s)
@@ -131,6 +132,7 @@ def test_interrupted_run_resumes_without_regenerating(tmp_path):
     report = run_filter(again, FakeRewardPool(), dataset, tmp_path / "resumed", samples=SAMPLES, chunk_size=4,
                         progress=False)
     assert again.requested == [str(i) for i in range(8, 20)]
+    assert again.seeds == [2, 3, 4]  # chunk i sampled with seed 0 + i, as in the uninterrupted run
     assert report.resumed_prompts == 8 and report.generated_prompts == 12
     rows_a, report_a = read_output(tmp_path / "straight")
     rows_b, report_b = read_output(tmp_path / "resumed")
@@ -187,6 +189,20 @@ def test_bad_rows_name_file_and_row(tmp_path):
         run_filter(FakeGenerator(), FakeRewardPool(), empty_prompt, tmp_path / "out3", progress=False)
 
 
+def test_generator_without_seed_parameter_is_accepted(tmp_path):
+    class Unseeded:
+        def __init__(self):
+            self.inner = FakeGenerator()
+
+        def generate(self, requests):
+            return self.inner.generate(requests)
+
+    generator = Unseeded()
+    report = run_filter(generator, FakeRewardPool(), Dataset.from_list(make_rows(6)), tmp_path, samples=SAMPLES,
+                        chunk_size=4, progress=False)
+    assert report.input == 6 and generator.inner.seeds == [None, None]
+
+
 def test_generator_with_wrong_sample_count_is_an_error(tmp_path):
     with pytest.raises(FilterGeneratorError, match="3 samples, expected 4"):
         run_filter(FakeGenerator(samples=3), FakeRewardPool(), Dataset.from_list(make_rows(3)), tmp_path,
@@ -198,9 +214,9 @@ class TimedGenerator(FakeGenerator):
         super().__init__(delay_s=delay_s)
         self.spans = []
 
-    def generate(self, requests):
+    def generate(self, requests, seed=None):
         began = time.monotonic()
-        groups = super().generate(requests)
+        groups = super().generate(requests, seed)
         self.spans.append((began, time.monotonic()))
         return groups
 

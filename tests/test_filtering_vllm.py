@@ -37,14 +37,15 @@ class CountingGenerator:
     """Passes requests to the real engine, remembers them, and fails on call `fail_on_call`."""
 
     def __init__(self, engine, fail_on_call: int | None = None):
-        self.engine, self.fail_on_call, self.calls, self.requested = engine, fail_on_call, 0, []
+        self.engine, self.fail_on_call, self.calls, self.requested, self.seeds = engine, fail_on_call, 0, [], []
 
-    def generate(self, requests):
+    def generate(self, requests, seed=None):
         self.calls += 1
         if self.calls == self.fail_on_call:
             raise KeyboardInterrupt("stopped by the test")
         self.requested += [r.request_id for r in requests]
-        return self.engine.generate(requests)
+        self.seeds.append(seed)
+        return self.engine.generate(requests, seed=seed)
 
 
 def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, tiny_checkpoint, tmp_path):
@@ -62,6 +63,7 @@ def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, tiny_
     finally:
         rewards.close()
     assert resumed.requested == [str(i) for i in range(16, PROMPTS)]  # finished prompts were not sampled again
+    assert interrupted.seeds == [0, 1] and resumed.seeds == [2]  # chunk i is sampled with seed + i
     assert report.resumed_prompts == 16 and report.generated_prompts == 8
 
     records = list(ChunkJournal(tmp_path).records())
