@@ -17,7 +17,7 @@ install: .venv/.installed
 	touch $@
 
 demo: install
-	.venv/bin/unirl demo
+	.venv/bin/unirl demo configs/demo.yaml
 
 test: install
 	.venv/bin/pytest -x -q

@@ -87,7 +87,7 @@ def cmd_report(args) -> int:
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
-    run_demo(_config(args))
+    run_demo(_config(args), Path(args.out))
     return 0
 
 
@@ -125,7 +125,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out")
     p = command("report", cmd_report, "write a Markdown report with plots for a run", config=False)
     p.add_argument("run_dir")
-    command("demo", cmd_demo, "bootstrap, evaluate, filter, train and evaluate again")
+    p = command("demo", cmd_demo, "bootstrap, evaluate, filter, train and evaluate again")
+    p.add_argument("--out", default="runs/demo", help="demo folder (summary.json, filter/, train/)")
     return parser
 
 

@@ -14,7 +14,6 @@ from .loop import train
 from .prefilter import run_filter_command
 
 log = logging.getLogger(__name__)
-DEMO_DIR = Path("runs/demo")
 
 
 def _write(path: Path, payload: dict) -> None:
@@ -23,7 +22,7 @@ def _write(path: Path, payload: dict) -> None:
     tmp.replace(path)
 
 
-def run_demo(cfg: UnirlConfig, root: Path = DEMO_DIR) -> dict:
+def run_demo(cfg: UnirlConfig, root: Path) -> dict:
     if cfg.model is None and not is_bootstrapped(cfg.bootstrap.out):
         bootstrap(cfg.bootstrap)
     root.mkdir(parents=True, exist_ok=True)
