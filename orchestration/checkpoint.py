@@ -10,6 +10,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .atomic import write_text_atomic
+
 STATE_FILE = "loop_state.json"
 LATEST = "latest"
 
@@ -52,9 +54,7 @@ def save_checkpoint(run_dir: Path, state: LoopState, learner, tokenizer, metrics
     (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    pointer = root / (LATEST + ".tmp")
-    pointer.write_text(final.name)
-    pointer.replace(root / LATEST)
+    write_text_atomic(root / LATEST, final.name)
     return final
 
 

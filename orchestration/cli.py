@@ -8,6 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .atomic import write_json_atomic
 from .config import ConfigError, UnirlConfig, load_config
 
 log = logging.getLogger("unirl")
@@ -18,14 +19,6 @@ def _config(args) -> UnirlConfig:
     if getattr(args, "model", None):
         cfg.model = args.model
     return cfg
-
-
-def _write_json(path: str | Path, payload: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
 
 
 def cmd_bootstrap(args) -> int:
@@ -49,7 +42,7 @@ def cmd_eval(args) -> int:
     report = run_eval(cfg, data=args.data, split=args.split)
     print(format_table(report))
     if args.json:
-        _write_json(args.json, report)
+        write_json_atomic(args.json, report)
     return 0
 
 

@@ -1,11 +1,11 @@
 """`unirl demo` (`make demo`): bootstrap (reused) -> eval -> filter -> train -> eval, with a summary."""
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
 
+from .atomic import write_json_atomic
 from .bootstrap import bootstrap, is_bootstrapped
 from .checkpoint import latest_checkpoint
 from .config import UnirlConfig
@@ -16,18 +16,12 @@ from .prefilter import run_filter_command
 log = logging.getLogger(__name__)
 
 
-def _write(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-
-
 def run_demo(cfg: UnirlConfig, root: Path) -> dict:
     if cfg.model is None and not is_bootstrapped(cfg.bootstrap.out):
         bootstrap(cfg.bootstrap)
     root.mkdir(parents=True, exist_ok=True)
     before = run_eval(cfg)
-    _write(root / "eval_before.json", before)
+    write_json_atomic(root / "eval_before.json", before)
     print("before RL\n" + format_table(before), flush=True)
 
     filter_report = run_filter_command(cfg, out=str(root / "filter"))
@@ -41,6 +35,6 @@ def run_demo(cfg: UnirlConfig, root: Path) -> dict:
     trained = cfg.model_copy(update={"model": str(latest_checkpoint(Path(cfg.train.out)) / "policy")})
     after = run_eval(trained)
     summary = {"before": before, "after": after}
-    _write(root / "summary.json", summary)
+    write_json_atomic(root / "summary.json", summary)
     print("before RL\n" + format_table(before) + "\n\nafter RL\n" + format_table(after), flush=True)
     return summary

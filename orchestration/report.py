@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .atomic import write_text_atomic  # noqa: E402
 from .metrics import METRICS_FILE  # noqa: E402
 
 PANELS = [
@@ -62,8 +63,4 @@ def write_report(run_dir: Path) -> Path:
             lines += [f"![{p.name}]({p.relative_to(run_dir.parent) if run_dir.parent in p.parents else p})"
                       for p in sorted(filter_report.parent.glob("*.png"))]
             break
-    out = run_dir / "report.md"
-    tmp = out.with_name("report.md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out)
-    return out
+    return write_text_atomic(run_dir / "report.md", "\n".join(lines) + "\n")
