@@ -22,10 +22,16 @@ of each is a warm-up and is not counted; medians of the rest are compared. Compl
 not forced (unirl's engine does not expose vLLM's `ignore_eos`); mean generated tokens per step are
 reported for both and the ratio is also given in completion tokens/s.
 
-    .venv/bin/python benchmarks/e2e_vs_trl.py [--shape 3m|30m] [--steps 4] [--threads 1]
-    .venv/bin/python benchmarks/e2e_vs_trl.py --quick      # tiny settings for the test (< 90 s)
+    .venv/bin/python benchmarks/e2e_vs_trl.py [--shape 3m|30m] [--steps 4] [--threads 1] [--vllm-bind nobind]
+    .venv/bin/python benchmarks/e2e_vs_trl.py --quick      # tiny settings for the test
 
-The last line printed is JSON: `ratio` = unirl samples/s / TRL samples/s, both step times, settings.
+The last line printed is JSON: `ratio` = unirl samples/s / TRL samples/s, both step times, unirl's
+stage times, TRL's generation time, settings, and an estimate (not a measurement) of the step time
+if the next batch's generation overlapped the learner step, which the loop does not do.
+
+On a shared 2-core machine vLLM's automatic thread binding pins the engine to one core, which
+other processes may be crowding; `--vllm-bind nobind` (PoolPlacement.cpu_binds) lets it move.
+More than one torch thread on 2 shared cores makes both sides several times slower.
 """
 from __future__ import annotations
 
@@ -34,6 +40,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -55,6 +62,7 @@ SHAPES = {  # TinyModelShape keyword arguments
 }
 TEMPERATURE, TOP_P = 0.6, 0.95
 MAX_MODEL_LEN = 256
+WARMUP_STEPS = 1  # not counted: first calls pay one-off costs
 MEMORY_SHARE = 0.1  # vLLM CPU: share of RAM for the KV cache; the machine is shared
 
 
@@ -115,7 +123,8 @@ class UnirlSide:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         self.pool = RolloutPool(1, dict(model_path=str(model_dir), sampling=SamplingConfig(mode, mode, seed=0),
                                         max_model_len=MAX_MODEL_LEN, seed=0, gpu_memory_utilization=MEMORY_SHARE),
-                                placement=PoolPlacement(num_cpus_per_worker=1))
+                                placement=PoolPlacement(num_cpus_per_worker=1,
+                                                        cpu_binds=[args.vllm_bind] if args.vllm_bind else None))
         self.rewards = RewardPool([(load_reward(f"{Path(__file__).resolve()}:digit_share"), 1.0)], num_workers=2)
         self.advantage = get_advantage("grpo")
         self.learner = Learner(LearnerConfig(
@@ -181,6 +190,17 @@ class TrlSide:
         dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": t}] for t in texts]})
         self.trainer = GRPOTrainer(model=str(model_dir), args=config, reward_funcs=self.digit_share_counted,
                                    train_dataset=dataset)
+        self.generation_times: list[float] = []
+        self.trainer._generate = self._timed(self.trainer._generate)  # for the breakdown only
+
+    def _timed(self, generate):
+        def timed_generate(*args, **kwargs):
+            start = time.perf_counter()
+            out = generate(*args, **kwargs)
+            self.generation_times.append(time.perf_counter() - start)
+            return out
+
+        return timed_generate
 
     def digit_share_counted(self, completions, completion_ids=None, **kwargs):
         self.tokens.append(sum(len(c) for c in completion_ids))
@@ -224,6 +244,8 @@ def parse_args():
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads in this process (both learners, TRL's generation); vLLM pins its own")
+    p.add_argument("--vllm-bind", default=None,
+                   help="VLLM_CPU_OMP_THREADS_BIND for the rollout actor, e.g. 0-1; default: vLLM's automatic binding")
     p.add_argument("--quick", action="store_true", help="tiny shape, 4 prompts x 2 x 16 tokens, 1 measured step")
     args = p.parse_args()
     if args.quick:
@@ -249,7 +271,6 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     texts = prompts(args.prompts)
-    completions = args.prompts * args.samples
     work = Path(tempfile.mkdtemp(prefix="e2e_vs_trl_"))
     params = build_model(work / "model", args.shape)
     print(f"model: {params / 1e6:.2f}M parameters ({args.shape}); {args.prompts} prompts x {args.samples} "
@@ -259,43 +280,57 @@ def main() -> None:
     ours = UnirlSide(work / "model", args, texts)
     ours_startup = time.perf_counter() - started
     started = time.perf_counter()
-    trl = TrlSide(work / "model", work / "trl", args, texts, total_steps=args.steps + 1)
+    trl = TrlSide(work / "model", work / "trl", args, texts, total_steps=WARMUP_STEPS + args.steps)
     trl_startup = time.perf_counter() - started
     torch.set_num_threads(args.threads)  # in case a library changed it while building
 
     clock = step_clock(ours.step)
     trl.train(clock)
-    if len(clock.times) != args.steps + 1 or len(ours.times) != args.steps + 1:
-        raise RuntimeError(f"expected {args.steps + 1} steps per side, got TRL {len(clock.times)}, ours {len(ours.times)}")
+    if len(clock.times) != WARMUP_STEPS + args.steps or len(ours.times) != WARMUP_STEPS + args.steps:
+        raise RuntimeError(f"expected {WARMUP_STEPS + args.steps} steps per side, "
+                           f"got TRL {len(clock.times)}, ours {len(ours.times)}")
     ours.close()
+    shutil.rmtree(work, ignore_errors=True)
 
-    skip = 1  # warm-up step
-    mine = summary(ours.times[skip:], ours.tokens[skip:], completions)
-    theirs = summary(clock.times[skip:], trl.tokens[skip:], completions)
-    stages = {k: round(statistics.median(s[k] for s in ours.stages[skip:]), 3) for k in ours.stages[0]}
-    # Not measured, an estimate: the step time if generation of the next batch overlapped the learner
+    result = report(args, params, ours, trl, clock.times, ours_startup, trl_startup)
+    print(f"unirl {result['unirl_step_s']:.2f} s/step | TRL {result['trl_step_s']:.2f} s/step | "
+          f"ratio {result['ratio']}", file=sys.stderr)
+    print(json.dumps(result))
+
+
+def settings(args, params: int) -> dict:
+    return {"shape": args.shape, "params": params, "prompts": args.prompts, "samples": args.samples,
+            "completions_per_step": args.prompts * args.samples, "max_new_tokens": args.tokens,
+            "temperature": TEMPERATURE, "top_p": TOP_P, "loss": "grpo", "advantage": "grpo (group-normalised)",
+            "beta": args.beta, "lr": args.lr, "micro_batch": args.micro_batch, "optimizer_steps_per_batch": 1,
+            "measured_steps": args.steps, "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
+            "vllm_bind": args.vllm_bind or "auto", "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
+            "unirl_rollout": "RolloutPool, 1 Ray actor, vLLM",
+            "trl_generation": "transformers generate (use_vllm=False)",
+            "reward": "digit_share (TRL convention; unirl loads it as a file plug-in)"}
+
+
+def report(args, params: int, ours: UnirlSide, trl: TrlSide, trl_times: list[float],
+           ours_startup: float, trl_startup: float) -> dict:
+    completions = args.prompts * args.samples
+    mine = summary(ours.times[WARMUP_STEPS:], ours.tokens[WARMUP_STEPS:], completions)
+    theirs = summary(trl_times[WARMUP_STEPS:], trl.tokens[WARMUP_STEPS:], completions)
+    stages = {k: round(statistics.median(s[k] for s in ours.stages[WARMUP_STEPS:]), 3) for k in ours.stages[0]}
+    # An estimate, not a measurement: the step time if generating the next batch overlapped the learner
     # step (one-step off-policy), which orchestration/loop.py does not do.
-    overlapped_s = max(stages["time/rollout"] + stages["time/reward"], stages["time/learner"]) + stages["time/weight_sync"]
-    result = {
+    overlapped_s = (max(stages["time/rollout"] + stages["time/reward"], stages["time/learner"])
+                    + stages["time/weight_sync"])
+    return {
         "ratio": round(mine["samples_per_s"] / theirs["samples_per_s"], 3),
         "token_ratio": round(mine["completion_tokens_per_s"] / theirs["completion_tokens_per_s"], 3),
         "unirl_step_s": mine["step_s"], "trl_step_s": theirs["step_s"],
         "unirl": {**mine, "stages_s": stages, "startup_s": round(ours_startup, 1),
                   "estimated_step_s_if_rollout_overlapped_learner": round(overlapped_s, 3),
                   "estimated_ratio_if_overlapped": round(theirs["step_s"] / overlapped_s, 3)},
-        "trl": {**theirs, "startup_s": round(trl_startup, 1)},
-        "settings": {"shape": args.shape, "params": params, "prompts": args.prompts, "samples": args.samples,
-                     "completions_per_step": completions, "max_new_tokens": args.tokens, "temperature": TEMPERATURE,
-                     "top_p": TOP_P, "loss": "grpo", "advantage": "grpo (group-normalised)", "beta": args.beta,
-                     "lr": args.lr, "micro_batch": args.micro_batch, "optimizer_steps_per_batch": 1,
-                     "measured_steps": args.steps, "warmup_steps": skip, "torch_threads": args.threads,
-                     "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
-                     "unirl_rollout": "RolloutPool, 1 Ray actor, vLLM", "trl_generation": "transformers generate (use_vllm=False)",
-                     "reward": "digit_share (TRL convention; unirl loads it as a file plug-in)"},
+        "trl": {**theirs, "generation_s": round(statistics.median(trl.generation_times[WARMUP_STEPS:]), 3),
+                "startup_s": round(trl_startup, 1)},
+        "settings": settings(args, params),
     }
-    print(f"unirl {mine['step_s']:.2f} s/step ({mine['samples_per_s']:.1f} samples/s) | TRL {theirs['step_s']:.2f} s/step "
-          f"({theirs['samples_per_s']:.1f} samples/s) | ratio {result['ratio']}", file=sys.stderr)
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":
