@@ -119,6 +119,11 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     split: str = "test"
+    # EXAONE 4.0 evaluates with each mode's recommended sampling (T=0.6 / top-p 0.95 when reasoning),
+    # reporting pass@1 averaged over samples; that is also the quantity RL optimises.
+    samples: int = Field(4, gt=0)
+    greedy: bool = False  # true: one temperature-0 completion per problem and mode
+    seed: int = 1234
     limit: int | None = Field(None, gt=0)
 
 

@@ -17,28 +17,38 @@ def _rate(flags: list[bool]) -> float:
     return round(sum(flags) / len(flags), 4) if flags else 0.0
 
 
-def evaluate(generator, reward_pool, dataset: Dataset, correct_threshold: float = 1.0 - 1e-9) -> dict:
-    """Every row in both modes; returns {mode: {accuracy, n, by_domain, by_steps, mean_length, malformed, truncated}}."""
+def _generate(generator, rows: list[dict], mode: str, samples: int, greedy: bool, seed: int):
+    if greedy:
+        return generator.generate_greedy([request_for(row, mode) for row in rows])
+    return generator.generate([request_for(row, mode, n=samples) for row in rows], seed=seed)
+
+
+def evaluate(generator, reward_pool, dataset: Dataset, samples: int = 4, greedy: bool = False, seed: int = 0,
+             correct_threshold: float = 1.0 - 1e-9) -> dict:
+    """Every row in both modes; accuracy is pass@1 averaged over `samples` completions per problem (or
+    one greedy one). Returns {mode: {accuracy, n, samples, by_domain, by_steps, mean_length, malformed, truncated}}."""
     rows = list(dataset)
     result = {}
     for mode in MODES:
-        groups = generator.generate_greedy([request_for(row, mode) for row in rows])
-        samples = [g.samples[0] for g in groups]
-        scores = reward_pool.score([RewardInput(s.text, mode, row) for s, row in zip(samples, rows)])
+        groups = _generate(generator, rows, mode, samples, greedy, seed)
+        pairs = [(s, row) for g, row in zip(groups, rows) for s in g.samples]
+        samples_out = [s for s, _ in pairs]
+        scores = reward_pool.score([RewardInput(s.text, mode, row) for s, row in pairs])
         correct = [o.score >= correct_threshold for o in scores]
         by_domain, by_steps = defaultdict(list), defaultdict(list)
-        for row, ok in zip(rows, correct):
+        for (_, row), ok in zip(pairs, correct):
             by_domain[row.get("domain", "all")].append(ok)
             if row.get("domain") == "math" and "steps" in row:
                 by_steps[str(row["steps"])].append(ok)
         result[mode] = {
             "accuracy": _rate(correct),
             "n": len(rows),
+            "samples": len(samples_out),
             "by_domain": {d: _rate(v) for d, v in sorted(by_domain.items())},
             "by_steps": {k: _rate(v) for k, v in sorted(by_steps.items())},
-            "mean_length": round(mean(len(s.token_ids) for s in samples), 2) if samples else 0.0,
-            "malformed": _rate([split_answer(s.text, mode)[1] is not None for s in samples]),
-            "truncated": _rate([s.finish_reason == "length" for s in samples]),
+            "mean_length": round(mean(len(s.token_ids) for s in samples_out), 2) if samples_out else 0.0,
+            "malformed": _rate([split_answer(s.text, mode)[1] is not None for s in samples_out]),
+            "truncated": _rate([s.finish_reason == "length" for s in samples_out]),
         }
     return result
 
@@ -61,7 +71,7 @@ def run_eval(cfg, data: str | None = None, split: str | None = None) -> dict:
     rewards = build_reward_pool(cfg)
     engine = build_engine(cfg, cfg.model_path)
     try:
-        return evaluate(engine, rewards, dataset)
+        return evaluate(engine, rewards, dataset, cfg.eval.samples, cfg.eval.greedy, cfg.eval.seed)
     finally:
         engine.shutdown()
         rewards.close()
