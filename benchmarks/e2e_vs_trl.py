@@ -136,27 +136,15 @@ class UnirlSide:
         self.tokens: list[int] = []
 
     def step(self) -> None:
-        from orchestration.batch_builder import build_batch, reward_inputs
-        from orchestration.data import request_for
-        from orchestration.metrics import StageTimer, rollout_metrics
+        from orchestration.step import rl_step  # the RL loop's own step
 
-        timer = StageTimer()
         start = time.perf_counter()
         self.version += 1
-        with timer("rollout"):
-            requests = [request_for(r, n=self.samples) for r in self.rows]
-            groups = self.pool.generate(requests, seed=self.version)  # the loop reseeds every step too
-        with timer("reward"):
-            outputs = self.rewards.score(reward_inputs(groups, self.rows))
-        batch, _ = build_batch(groups, outputs, self.advantage)
-        with timer("learner"):
-            self.learner.step(batch)
-        with timer("weight_sync"):
-            self.pool.update_weights(self.learner.export_weights(), version=self.version)
-        rollout_metrics(groups, outputs)
+        metrics = rl_step(self.pool, self.rewards, self.learner, self.advantage, self.rows, self.samples,
+                          self.version, seed=self.version)
         self.times.append(time.perf_counter() - start)
-        self.stages.append(timer.seconds)
-        self.tokens.append(sum(len(s.token_ids) for g in groups for s in g.samples))
+        self.stages.append({k: v for k, v in metrics.items() if k.startswith("time/")})
+        self.tokens.append(int(metrics["response_tokens"]))
 
     def close(self) -> None:
         import ray

@@ -72,6 +72,8 @@ class RolloutConfig(Section):
     max_model_len: int = Field(512, gt=0)
     tensor_parallel_size: int = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)  # GPU clusters: = tensor_parallel_size
+    # CPU machines: VLLM_CPU_OMP_THREADS_BIND per worker, e.g. ["0", "1"] or ["nobind"]; None = vLLM's auto.
+    cpu_binds: list[str] | None = None
 
 
 class RewardSpec(Section):

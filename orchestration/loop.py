@@ -12,14 +12,14 @@ from rl.advantages import get_advantage
 from rl.learner import Learner, LearnerConfig
 from rollout.pool import PoolPlacement, RolloutPool
 
-from .batch_builder import build_batch, reward_inputs
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
 from .components import build_reward_pool, engine_kwargs
 from .config import UnirlConfig, dump_config
-from .data import default_source, load_prompts, request_for
-from .metrics import MetricsLogger, StageTimer, rollout_metrics
+from .data import default_source, load_prompts
+from .metrics import MetricsLogger
 from .ray_runtime import init_ray
 from .sampler import PromptSampler
+from .step import rl_step
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,8 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
     advantage_fn = get_advantage(cfg.algorithm.advantage)
     init_ray()
     rollout = RolloutPool(cfg.rollout.num_workers, engine_kwargs(cfg, start_model), engine=cfg.rollout.engine,
-                          placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker))
+                          placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker,
+                                                  cpu_binds=cfg.rollout.cpu_binds))
     learner = Learner(learner_config(cfg, start_model))
     if checkpoint:
         learner.load_training_state(checkpoint / "trainer")
@@ -65,19 +66,9 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
     metrics = MetricsLogger(run_dir, keep_until_step=state.step)
     try:
         for step in trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", initial=state.step, total=cfg.train.steps):
-            timer = StageTimer()
             rows = [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)]
-            with timer("rollout"):
-                requests = [request_for(r, n=cfg.rollout.samples_per_prompt) for r in rows]
-                groups = rollout.generate(requests, seed=cfg.train.seed * 1_000_003 + step)
-            with timer("reward"):
-                outputs = rewards.score(reward_inputs(groups, rows))
-            batch, _ = build_batch(groups, outputs, advantage_fn)
-            with timer("learner"):
-                learner_metrics = learner.step(batch)
-            with timer("weight_sync"):
-                rollout.update_weights(learner.export_weights(), version=step)
-            metrics.log(step, {**rollout_metrics(groups, outputs), **learner_metrics, **timer.seconds})
+            seed = cfg.train.seed * 1_000_003 + step  # rollouts depend on (seed, step) only: exact resume
+            metrics.log(step, rl_step(rollout, rewards, learner, advantage_fn, rows, cfg.rollout.samples_per_prompt, step, seed))
             if step % cfg.train.save_every == 0 or step == cfg.train.steps:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors
