@@ -20,7 +20,7 @@ demo: install
 	.venv/bin/unirl demo configs/demo.yaml
 
 test: install
-	.venv/bin/pytest -x -q
+	.venv/bin/pytest -q
 
 clean:
 	rm -rf .venv runs .cache

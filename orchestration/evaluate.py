@@ -62,9 +62,11 @@ def format_table(report: dict) -> str:
 
 
 def run_eval(cfg, data: str | None = None, split: str | None = None) -> dict:
+    from .checkpoint import check_model_folder
     from .components import build_engine, build_reward_pool
     from .data import default_source, load_split
 
+    check_model_folder(cfg.model_path)  # the user's model is named first, before any data look-up
     dataset = load_split(data or cfg.data.test or default_source(cfg), split or cfg.eval.split)
     if cfg.eval.limit:
         dataset = dataset.select(range(min(cfg.eval.limit, len(dataset))))
