@@ -100,17 +100,40 @@ def private_filesystem(tmpfs_bytes: int) -> list[str]:
         _minimal_dev(tmpfs_bytes)
     except OSError:
         failed.append("dev")
+    hidden = _hidden_by_tmpfs(_needed_paths())
     for path in WRITABLE_DIRS:
         if os.path.isdir(path):
             try:
                 mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=1777")
             except OSError:
                 failed.append(f"tmpfs {path}")
+    for path, fd in hidden.items():
+        try:
+            os.makedirs(path, 0o755, exist_ok=True)
+            mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+            mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID)
+        except OSError:
+            failed.append(f"bind {path}")
+        finally:
+            os.close(fd)
     try:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
     except OSError:
         failed.append("proc")
     return failed
+
+
+def _needed_paths() -> list[str]:
+    """The project (the harness imports `rewards`) and the environment (a venv's sys.prefix)."""
+    project = os.path.dirname(os.path.dirname(os.path.realpath(__file__)))
+    return sorted({project, os.path.realpath(__import__("sys").prefix)})
+
+
+def _hidden_by_tmpfs(paths: list[str]) -> dict[str, int]:
+    """Paths inside a world-writable dir (a checkout under /tmp, say) that its fresh tmpfs would
+    hide: O_PATH handles taken now, bound back read-only after the tmpfs is mounted."""
+    return {p: os.open(p, os.O_PATH) for p in paths
+            if any(p.startswith(d.rstrip("/") + "/") for d in WRITABLE_DIRS) and os.path.isdir(p)}
 
 
 def _minimal_dev(tmpfs_bytes: int) -> None:

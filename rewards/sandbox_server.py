@@ -51,7 +51,9 @@ def _enter_program_jail(job: dict, in_pid_namespace: bool, fds: dict) -> list[st
     if _is_root() and in_pid_namespace:
         try:
             notes += jail.private_filesystem(limits.tmpfs_bytes)
-            cwd = "/tmp"
+            cwd = "/tmp/work"  # empty even when the project itself was bound back under /tmp
+            os.makedirs(cwd, exist_ok=True)
+            os.chmod(cwd, 0o1777)
         except OSError as exc:
             notes.append(f"no private filesystem: {exc}")
     os.chdir(cwd)
