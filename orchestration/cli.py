@@ -11,7 +11,6 @@ from pathlib import Path
 from .atomic import write_json_atomic
 from .config import ConfigError, UnirlConfig, load_config
 
-log = logging.getLogger("unirl")
 
 
 def _config(args) -> UnirlConfig:

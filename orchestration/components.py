@@ -1,4 +1,4 @@
-"""Builds the rollout engine or pool, the reward pool and the learner from the config."""
+"""Builds the rollout engine settings, an in-process engine and the reward pool from the config."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,12 +11,12 @@ from .checkpoint import check_model_folder
 from .config import UnirlConfig
 
 
-def sampling_config(cfg: UnirlConfig, seed: int | None = None) -> SamplingConfig:
+def sampling_config(cfg: UnirlConfig) -> SamplingConfig:
     r = cfg.rollout
     return SamplingConfig(
         reasoning=ModeSampling(r.reasoning.temperature, r.reasoning.top_p, r.reasoning.max_tokens),
         non_reasoning=ModeSampling(r.non_reasoning.temperature, r.non_reasoning.top_p, r.non_reasoning.max_tokens),
-        seed=cfg.train.seed if seed is None else seed,
+        seed=cfg.train.seed,
     )
 
 
