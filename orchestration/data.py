@@ -53,7 +53,9 @@ def check_rows(dataset: Dataset, source: str, required: tuple[str, ...] = ("prom
 def with_mode_mix(dataset: Dataset, reasoning_share: float, seed: int) -> Dataset:
     rng = random.Random(seed)
     modes = ["reasoning" if rng.random() < reasoning_share else "non_reasoning" for _ in range(len(dataset))]
-    return dataset.remove_columns([c for c in ("mode",) if c in dataset.column_names]).add_column("mode", modes)
+    if "mode" in dataset.column_names:
+        dataset = dataset.remove_columns("mode")
+    return dataset.add_column("mode", modes)
 
 
 def request_for(row: dict, mode: str | None = None, n: int = 1) -> GenerationRequest:

@@ -1,4 +1,4 @@
-"""`unirl eval`: greedy generation on a split in both modes, scored by the configured rewards."""
+"""`unirl eval`: every problem of a split in both modes (sampled pass@1, or greedy), scored by the configured rewards."""
 from __future__ import annotations
 
 from collections import defaultdict

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
+from contextlib import contextmanager
 from pathlib import Path
 from statistics import mean
 
@@ -55,20 +57,13 @@ class StageTimer:
     """`with timer("rollout"): ...` accumulates wall seconds per stage as `time/<stage>`."""
 
     def __init__(self):
-        import time
-
-        self._clock = time.perf_counter
         self.seconds: dict[str, float] = {}
 
+    @contextmanager
     def __call__(self, stage: str):
-        timer = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = timer._clock()
-
-            def __exit__(self, *exc):
-                key = f"time/{stage}"
-                timer.seconds[key] = timer.seconds.get(key, 0.0) + timer._clock() - self.start
-
-        return _Stage()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            key = f"time/{stage}"
+            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
