@@ -91,19 +91,24 @@ def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, tiny_
     assert sorted(p.name for p in (tiny_checkpoint / "data" / "train").iterdir()) == input_files  # input untouched
 
 
-DIGIT_REWARD = """
-def has_digit(completions, **columns):
-    return [float(any(ch.isdigit() for ch in text)) for text in completions]
+SPLIT_REWARD = """
+def math_or_even_length(completions, domain, **columns):
+    return [1.0 if d == "math" else float(len(text) % 2 == 0) for text, d in zip(completions, domain)]
 """
 
 
+def split_reward(text: str, domain: str) -> float:
+    return 1.0 if domain == "math" else float(len(text) % 2 == 0)
+
+
 def test_real_filter_drops_prompts_whose_samples_all_pass(engine, tiny_checkpoint, tmp_path):
-    """A reward the tiny SFT model often satisfies (a TRL-style plug-in loaded from a file: "the answer
-    has a digit"), so that some prompts pass 8/8 and go, and the others stay."""
-    plugin = tmp_path / "digit_reward.py"
-    plugin.write_text(DIGIT_REWARD)
+    """A TRL-style plug-in loaded from a file that reads a dataset column: every math sample passes, so every
+    math prompt must go, whatever the tiny model writes; a code sample passes when its length is even, so a
+    code prompt stays unless all eight of its samples happen to be even."""
+    plugin = tmp_path / "split_reward.py"
+    plugin.write_text(SPLIT_REWARD)
     data = load_from_disk(str(tiny_checkpoint / "data"))["train"].select(range(PROMPTS))
-    rewards = reward_pool(f"{plugin}:has_digit")
+    rewards = reward_pool(f"{plugin}:math_or_even_length")
     try:
         report = run_filter(engine, rewards, data, tmp_path / "out", samples=SAMPLES, chunk_size=PROMPTS,
                             progress=False)
@@ -111,11 +116,13 @@ def test_real_filter_drops_prompts_whose_samples_all_pass(engine, tiny_checkpoin
         rewards.close()
     records = list(ChunkJournal(tmp_path / "out").records())
     for record in records:
-        assert [s.score for s in record.samples] == [float(any(c.isdigit() for c in s.text)) for s in record.samples]
+        domain = data[record.index]["domain"]
+        assert [s.score for s in record.samples] == [split_reward(s.text, domain) for s in record.samples]
     passes = {r.index: r.pass_count(1.0 - 1e-9) for r in records}
     dropped = {data[i]["id"] for i, p in passes.items() if p == SAMPLES}
     kept = load_from_disk(str(tmp_path / "out" / "data"))
-    assert dropped and report.dropped_all_correct == len(dropped) and len(kept) > 0
+    assert {row["id"] for row in data if row["domain"] == "math"} <= dropped
+    assert report.dropped_all_correct == len(dropped) and len(kept) > 0
     assert not dropped & set(kept["id"]) and len(kept) + len(dropped) == PROMPTS
     assert report.histogram == {mode: {str(k): sum(1 for i, p in passes.items() if p == k and data[i]["mode"] == mode)
                                        for k in range(SAMPLES + 1)} for mode in report.histogram}
