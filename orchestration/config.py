@@ -74,6 +74,9 @@ class RolloutConfig(Section):
     gpus_per_worker: float = Field(0, ge=0)  # GPU clusters: = tensor_parallel_size
     # CPU machines: VLLM_CPU_OMP_THREADS_BIND per worker, e.g. ["0", "1"] or ["nobind"]; None = vLLM's auto.
     cpu_binds: list[str] | None = None
+    # 0: on-policy, each step generates then trains. 1: step k+1 is generated while step k trains, so its
+    # samples are one update old (orchestration/rollout_ahead.py). The pipeline drains at checkpoints.
+    max_staleness: int = Field(0, ge=0, le=1)
 
 
 class RewardSpec(Section):

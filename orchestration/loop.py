@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -11,6 +12,7 @@ from transformers import AutoTokenizer
 from rl.advantages import get_advantage
 from rl.learner import Learner, LearnerConfig
 from rollout.pool import PoolPlacement, RolloutPool
+from rollout.worker import current_node
 
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
 from .components import build_reward_pool, engine_kwargs
@@ -18,8 +20,9 @@ from .config import UnirlConfig, dump_config
 from .data import default_source, load_prompts
 from .metrics import MetricsLogger
 from .ray_runtime import init_ray
+from .rollout_ahead import RolloutAhead
 from .sampler import PromptSampler
-from .step import rl_step
+from .step import collect, learn
 
 log = logging.getLogger(__name__)
 
@@ -56,24 +59,33 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
     rewards = build_reward_pool(cfg)
     advantage_fn = get_advantage(cfg.algorithm.advantage)
     init_ray()
-    rollout = RolloutPool(cfg.rollout.num_workers, engine_kwargs(cfg, start_model), engine=cfg.rollout.engine,
+    rollout = RolloutPool(cfg.rollout.num_workers, {**engine_kwargs(cfg, start_model), "policy_version": state.step},
+                          engine=cfg.rollout.engine,
                           placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker,
                                                   cpu_binds=cfg.rollout.cpu_binds))
     learner = Learner(learner_config(cfg, start_model))
+    log.info("learner: pid %d on Ray node %s", os.getpid(), current_node())
     if checkpoint:
         learner.load_training_state(checkpoint / "trainer")
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     metrics = MetricsLogger(run_dir, keep_until_step=state.step)
+    ahead = RolloutAhead(rollout, rewards, cfg.rollout.samples_per_prompt)
+
+    def batch_for(step: int) -> tuple[list[dict], int]:  # rollouts depend on (seed, step) only: exact resume
+        return [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)], cfg.train.seed * 1_000_003 + step
+
     try:
         for step in trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", initial=state.step, total=cfg.train.steps):
-            rows = [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)]
-            seed = cfg.train.seed * 1_000_003 + step  # rollouts depend on (seed, step) only: exact resume
-            metrics.log(step, rl_step(rollout, rewards, learner, advantage_fn, rows, cfg.rollout.samples_per_prompt, step, seed))
-            if step % cfg.train.save_every == 0 or step == cfg.train.steps:
+            scored = ahead.take(step) or collect(rollout, rewards, cfg.rollout.samples_per_prompt, *batch_for(step))
+            saving = step % cfg.train.save_every == 0 or step == cfg.train.steps
+            if cfg.rollout.max_staleness and not saving:  # drained before checkpoints, so resume stays exact
+                ahead.submit(step + 1, *batch_for(step + 1))
+            metrics.log(step, learn(scored, rollout, learner, advantage_fn, version=step))
+            if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors
         metrics.close()
         rollout.shutdown()
+        ahead.close()
         rewards.close()
     return run_dir
-

@@ -1,23 +1,61 @@
-"""One RL step: rollout -> rewards -> advantages -> learner step -> weight sync (DESIGN.md, steps 2-6)."""
+"""One RL step: rollout -> rewards -> advantages -> learner step -> weight sync (DESIGN.md, steps 2-6).
+
+`collect` is the first half (scored rollouts), `learn` the second; `rl_step` runs both in turn. The
+loop may instead finish the next step's `collect` while this step's `learn` runs (RolloutAhead)."""
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rewards.types import RewardOutput
+from rollout.types import RolloutGroup
 
 from .batch_builder import build_batch, reward_inputs
 from .data import request_for
 from .metrics import StageTimer, rollout_metrics
 
 
-def rl_step(rollout, rewards, learner, advantage_fn, rows: list[dict], samples_per_prompt: int,
-            version: int, seed: int) -> dict[str, float]:
-    """Runs the step on `rows`; the rollout workers end at policy `version`. Returns the step's metrics."""
+@dataclass
+class ScoredRollout:
+    rows: list[dict]
+    groups: list[RolloutGroup]
+    outputs: list[RewardOutput]
+    seconds: dict[str, float] = field(default_factory=dict)  # time/<stage> of the stages that made it
+
+
+def submit(rollout, rows: list[dict], samples_per_prompt: int, seed: int):
+    return rollout.submit([request_for(r, n=samples_per_prompt) for r in rows], seed=seed)
+
+
+def score(pending, rewards, rows: list[dict]) -> ScoredRollout:
+    """Waits for a submitted generation, then scores it."""
     timer = StageTimer()
     with timer("rollout"):
-        groups = rollout.generate([request_for(r, n=samples_per_prompt) for r in rows], seed=seed)
+        groups = pending.result()
     with timer("reward"):
         outputs = rewards.score(reward_inputs(groups, rows))
-    batch, _ = build_batch(groups, outputs, advantage_fn)
+    return ScoredRollout(rows, groups, outputs, timer.seconds)
+
+
+def collect(rollout, rewards, samples_per_prompt: int, rows: list[dict], seed: int) -> ScoredRollout:
+    return score(submit(rollout, rows, samples_per_prompt, seed), rewards, rows)
+
+
+def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int) -> dict[str, float]:
+    """Takes the learner step on `scored` and syncs the result to the rollout workers as `version`."""
+    timer = StageTimer()
+    batch, _ = build_batch(scored.groups, scored.outputs, advantage_fn)
     with timer("learner"):
         learner_metrics = learner.step(batch)
     with timer("weight_sync"):
         rollout.update_weights(learner.export_weights(), version=version)
-    return {**rollout_metrics(groups, outputs), **learner_metrics, **timer.seconds,
-            "response_tokens": float(sum(len(c) for c in batch.completion_ids))}
+    sampled_by = min(s.policy_version for g in scored.groups for s in g.samples)
+    return {**rollout_metrics(scored.groups, scored.outputs), **learner_metrics, **scored.seconds, **timer.seconds,
+            "response_tokens": float(sum(len(c) for c in batch.completion_ids)),
+            "rollout/staleness": float(version - 1 - sampled_by),  # learner updates the samples lag behind
+            "rollout/restarts": float(rollout.restarts)}
+
+
+def rl_step(rollout, rewards, learner, advantage_fn, rows: list[dict], samples_per_prompt: int,
+            version: int, seed: int) -> dict[str, float]:
+    """Runs the step on `rows` on-policy; the rollout workers end at policy `version`."""
+    return learn(collect(rollout, rewards, samples_per_prompt, rows, seed), rollout, learner, advantage_fn, version)

@@ -7,6 +7,7 @@ process boundary does the timing instead.
 """
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import resource
@@ -20,6 +21,7 @@ from pathlib import Path
 from rewards.sandbox_wire import WireError, WireTimeout, recv_message, send_message
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+log = logging.getLogger(__name__)
 
 
 def _configs(names):
@@ -99,10 +101,7 @@ class MathVerifyPool:
 
     def equal(self, pred: str, gold: str, **options) -> tuple[bool, str | None]:
         with self._slots:
-            try:
-                worker = self._idle.get_nowait()
-            except queue.Empty:
-                worker = _Worker(self.memory_bytes)
+            worker = self._take_worker()
             try:
                 reply = worker.ask({"pred": pred, "gold": gold, **options}, self.timeout_s)
             except (WireTimeout, EOFError, WireError, OSError) as exc:
@@ -114,6 +113,19 @@ class MathVerifyPool:
         if "error" in reply:
             return False, f"math verify error: {reply['error']}"
         return bool(reply.get("equal")), None
+
+    def _take_worker(self) -> _Worker:
+        """An idle worker, or a new one; a worker that died while idle is replaced, costing no answer."""
+        while True:
+            try:
+                worker = self._idle.get_nowait()
+            except queue.Empty:
+                return _Worker(self.memory_bytes)
+            if worker.proc.poll() is None:
+                return worker
+            log.warning("math verify worker (pid %d) died while idle; starting a new one", worker.proc.pid)
+            worker.kill()
+            self.restarts += 1
 
     def close(self) -> None:
         while True:

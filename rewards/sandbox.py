@@ -147,10 +147,16 @@ class Sandbox:
                 "timeout_s": self.timeout_s, "limits": asdict(self.limits), "uid": uid}
 
     def _take_zygote(self) -> _Zygote:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            return _Zygote(self.base_dir, once=not self.persistent)
+        """An idle sandbox server, or a new one; one that died while idle is replaced, costing no job."""
+        while True:
+            try:
+                zygote = self._idle.get_nowait()
+            except queue.Empty:
+                return _Zygote(self.base_dir, once=not self.persistent)
+            if zygote.proc.poll() is None:
+                return zygote
+            log.warning("code sandbox server (pid %d) died while idle; starting a new one", zygote.proc.pid)
+            zygote.close()
 
     def _give_back(self, zygote: _Zygote | None) -> None:
         if zygote is None:

@@ -34,6 +34,7 @@ class VllmEngine:
         tensor_parallel_size: int = 1,
         logprobs_mode: str = "raw_logprobs",
         enforce_eager: bool = True,
+        policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
     ):
         from transformers import AutoTokenizer
         from vllm import LLM
@@ -58,7 +59,7 @@ class VllmEngine:
             enforce_eager=enforce_eager,
             worker_extension_cls=WEIGHT_SYNC_EXTENSION,
         )
-        self._policy_version = 0
+        self._policy_version = int(policy_version)
 
     @property
     def policy_version(self) -> int:

@@ -27,6 +27,7 @@ class HfEngine:
         gpu_memory_utilization: float | None = None,  # vLLM-only options, accepted so configs can switch engines
         tensor_parallel_size: int = 1,
         enforce_eager: bool = True,
+        policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,7 +44,7 @@ class HfEngine:
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
         torch.manual_seed(engine_seed(seed, self.sampling))
-        self._policy_version = 0
+        self._policy_version = int(policy_version)
 
     @property
     def policy_version(self) -> int:

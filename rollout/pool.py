@@ -1,7 +1,8 @@
 """A pool of rollout workers (Ray actors), placed with a Ray placement group.
 
 - Requests go to the worker with the least pending work (samples x max new tokens), one batched call
-  per worker, and come back in request order.
+  per worker, and come back in request order. `submit` queues them and returns at once (asynchronous
+  rollout); `generate` waits.
 - `update_weights` puts the weights in the Ray object store once; every actor reads them from there.
 - Every sample carries the policy version of the weights that produced it.
 - An actor that dies is replaced in its placement-group bundle, given the latest weights, and its
@@ -74,11 +75,13 @@ class RolloutPool:
         self.max_reissues = max_reissues
         self._lock = threading.Lock()
         self._weights_ref = None
-        self._policy_version = 0
+        self._policy_version = int(self.engine_kwargs.get("policy_version", 0))
+        self.closing = False
         self.placement_group = placement_group([self.placement.bundle()] * num_workers, strategy=self.placement.strategy)
         self._wait(self.placement_group.ready(), "placement group with bundles " + str(self.placement.bundle()))
         self.slots = [_Slot(i, self._start_actor(i)) for i in range(num_workers)]
-        self._wait([s.actor.ping.remote() for s in self.slots], "rollout workers to start")
+        for slot, info in zip(self.slots, self._wait([s.actor.ping.remote() for s in self.slots], "rollout workers to start")):
+            log.info("rollout worker %d: pid %d on Ray node %s", slot.index, info["pid"], info["node"])
 
     # ---- public API -------------------------------------------------------------------------
     @property
@@ -91,10 +94,15 @@ class RolloutPool:
 
     def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
         """With `seed`, worker k reseeds its sampler with `seed + k` first: reproducible rollouts."""
-        return self._run_balanced("generate", requests, seed)
+        return self.submit(requests, seed).result()
+
+    def submit(self, requests: list[GenerationRequest], seed: int | None = None) -> "PendingGeneration":
+        """Starts `generate` and returns at once. The calls are queued on the actors now, so a later
+        `update_weights` lands after this generation: it samples with the weights of submission time."""
+        return PendingGeneration(self, "generate", requests, seed)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
-        return self._run_balanced("generate_greedy", requests)
+        return PendingGeneration(self, "generate_greedy", requests).result()
 
     def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
         """Every worker loads the weights (one object-store copy); new samples carry `version`."""
@@ -108,7 +116,9 @@ class RolloutPool:
             try:
                 ray.get(call)
             except ray.exceptions.RayActorError:
-                self._replace_if_dead(slot, actor)  # the replacement loads the latest weights itself
+                self._replace_if_dead(slot, actor)
+                # A replacement started by a generation waiting on another thread may hold older weights.
+                ray.get(slot.actor.update_weights.remote(ref, int(version)))
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         import ray
@@ -130,6 +140,7 @@ class RolloutPool:
         import ray
         from ray.util.placement_group import remove_placement_group
 
+        self.closing = True  # generations still waiting fail instead of restarting actors
         for slot in self.slots:
             try:
                 ray.get(slot.actor.shutdown.remote(), timeout=60)
@@ -140,31 +151,6 @@ class RolloutPool:
         self.slots = []
 
     # ---- balancing and re-issue -------------------------------------------------------------
-    def _run_balanced(self, method: str, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
-        import ray
-
-        results: list[RolloutGroup | None] = [None] * len(requests)
-        in_flight = {}
-        for slot, indices in self._assign(requests, greedy=(method == "generate_greedy")):
-            in_flight[self._submit(slot, method, requests, indices, seed)] = (slot, slot.actor, indices, 0)
-        while in_flight:
-            (ref,), _ = ray.wait(list(in_flight), num_returns=1)
-            slot, actor, indices, attempt = in_flight.pop(ref)
-            try:
-                groups = ray.get(ref)
-            except ray.exceptions.RayActorError as err:
-                if attempt >= self.max_reissues:
-                    raise RuntimeError(f"rollout worker {slot.index} died {attempt + 1} times on the same requests") from err
-                log.warning("rollout worker %d died (%s); restarting it and re-issuing %d requests", slot.index, err, len(indices))
-                self._replace_if_dead(slot, actor)
-                in_flight[self._submit(slot, method, requests, indices, seed)] = (slot, slot.actor, indices, attempt + 1)
-                continue
-            finally:
-                self._add_pending(slot, -self._chunk_cost(method, requests, indices))
-            for i, group in zip(indices, groups):
-                results[i] = group
-        return results  # type: ignore[return-value]
-
     def _assign(self, requests: list[GenerationRequest], greedy: bool) -> list[tuple[_Slot, list[int]]]:
         """Longest-first greedy: each request goes to the worker with the least pending work."""
         load = {s.index: s.pending_cost for s in self.slots}
@@ -241,3 +227,38 @@ class RolloutPool:
                 f"RolloutPool: timed out after {self.placement.ready_timeout_s}s waiting for {what}; "
                 "does the Ray cluster have the resources?"
             ) from err
+
+
+class PendingGeneration:
+    """A generation submitted to the pool's actors; `result()` waits, re-issuing work of dead actors."""
+
+    def __init__(self, pool: RolloutPool, method: str, requests: list[GenerationRequest], seed: int | None = None):
+        self.pool, self.method, self.requests, self.seed = pool, method, requests, seed
+        self.in_flight = {}
+        for slot, indices in pool._assign(requests, greedy=(method == "generate_greedy")):
+            self.in_flight[pool._submit(slot, method, requests, indices, seed)] = (slot, slot.actor, indices, 0)
+
+    def result(self) -> list[RolloutGroup]:
+        import ray
+
+        pool, results = self.pool, [None] * len(self.requests)
+        while self.in_flight:
+            (ref,), _ = ray.wait(list(self.in_flight), num_returns=1)
+            slot, actor, indices, attempt = self.in_flight.pop(ref)
+            try:
+                groups = ray.get(ref)
+            except ray.exceptions.RayActorError as err:
+                if pool.closing:
+                    raise RuntimeError("the rollout pool was shut down during generation") from err
+                if attempt >= pool.max_reissues:
+                    raise RuntimeError(f"rollout worker {slot.index} died {attempt + 1} times on the same requests") from err
+                log.warning("rollout worker %d died (%s); restarting it and re-issuing %d requests", slot.index, err, len(indices))
+                pool._replace_if_dead(slot, actor)
+                ref = pool._submit(slot, self.method, self.requests, indices, self.seed)
+                self.in_flight[ref] = (slot, slot.actor, indices, attempt + 1)
+                continue
+            finally:
+                pool._add_pending(slot, -pool._chunk_cost(self.method, self.requests, indices))
+            for i, group in zip(indices, groups):
+                results[i] = group
+        return results  # type: ignore[return-value]

@@ -15,6 +15,13 @@ from .types import GenerationRequest, RolloutGroup
 ENGINES = ("vllm", "hf")
 
 
+def current_node() -> str | None:
+    """The Ray node id of this process, None outside Ray."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def build_engine(engine: str, engine_kwargs: dict):
     if engine == "vllm":
         from .engine import VllmEngine
@@ -49,7 +56,8 @@ class RolloutWorker:
         return self.engine.prompt_logprobs(token_ids)
 
     def ping(self) -> dict:
-        return {"pid": os.getpid(), "engine": self.engine_name, "policy_version": self.engine.policy_version}
+        return {"pid": os.getpid(), "node": current_node(), "engine": self.engine_name,
+                "policy_version": self.engine.policy_version}
 
     def shutdown(self) -> None:
         self.engine.shutdown()

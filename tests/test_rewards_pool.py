@@ -44,3 +44,39 @@ def test_raise_hang_and_malformed_score_zero_and_are_counted():
     assert "flaky: RuntimeError: boom" in out[1].error and "timeout" in out[2].error and "TypeError" in out[3].error
     assert pool.error_counts == {"flaky": 3}
     assert [o.score for o in pool.score(inputs[:1])] == [1.5]  # the run goes on
+
+
+def _reward_processes() -> list:
+    import psutil
+
+    return [p for p in psutil.Process().children(recursive=True)
+            if any(m in " ".join(p.cmdline()) for m in ("rewards.math_worker", "rewards.sandbox_server"))]
+
+
+def test_dead_reward_workers_are_replaced_and_the_next_batch_scores_in_full():
+    """The built-in verifiers' worker processes (Math-Verify workers, code sandbox servers) killed
+    between batches: the next batch is scored exactly as before, with fresh workers."""
+    import signal
+
+    from rewards.registry import load_reward
+
+    pool = RewardPool([(load_reward("auto"), 1.0)], num_workers=2, timeout_s=30)
+    code = {"domain": "code", "test": "assert inc(1) == 2\nassert inc(5) == 6\n", "entry_point": None}
+    batch = [RewardInput("\\boxed{12}", "non_reasoning", {"domain": "math", "answer": "12"}),
+             RewardInput("so 7\n</think>\n\n\\boxed{7}", "reasoning", {"domain": "math", "answer": "8"}),
+             RewardInput("```python\ndef inc(x):\n    return x + 1\n```", "non_reasoning", code),
+             RewardInput("```python\ndef inc(x):\n    return x\n```", "non_reasoning", code)]
+    try:
+        first = pool.score(batch)
+        assert [o.score for o in first] == [1.0, 0.0, 1.0, 0.0] and first[0].error is None is first[2].error
+        workers = _reward_processes()
+        assert {"rewards.math_worker", "rewards.sandbox_server"} <= {
+            m for p in workers for m in ("rewards.math_worker", "rewards.sandbox_server") if m in " ".join(p.cmdline())}
+        for proc in workers:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        again = pool.score(batch)
+        assert [(o.score, o.error) for o in again] == [(o.score, o.error) for o in first]
+        assert not {p.pid for p in workers} & {p.pid for p in _reward_processes()}  # served by new workers
+    finally:
+        pool.close()

@@ -72,11 +72,16 @@ def _kill_mid_run(args: list, run_dir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoint):
+@pytest.mark.parametrize("max_staleness, save_every, staleness", [
+    (0, 1, [0] * STEPS),
+    (1, 3, [0, 1, 1, 0, 1, 1, 0, 1]),  # asynchronous: on-policy only right after a checkpoint (drained)
+])
+def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoint, max_staleness, save_every, staleness):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     # The transformers engine: vLLM's CPU batching depends on request arrival timing, so its samples
     # are not reproducible across engine processes even with the sampler reseeded every step.
-    train = [BIN / "unirl", "train", "--model", tiny_checkpoint, f"train.steps={STEPS}", "rollout.engine=hf", *SHORT]
+    train = [BIN / "unirl", "train", "--model", tiny_checkpoint, f"train.steps={STEPS}", "rollout.engine=hf", *SHORT,
+             f"rollout.max_staleness={max_staleness}", f"train.save_every={save_every}"]
     first = run(*train, f"train.out={whole}")
     assert first.returncode == 0, first.stderr[-4000:]
     assert [m["step"] for m in _learning_metrics(whole)] == list(range(1, STEPS + 1))
@@ -91,9 +96,11 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoi
     assert resumed.returncode == 0, resumed.stderr[-4000:]
 
     assert _learning_metrics(broken) == _learning_metrics(whole)
+    assert [m["rollout/staleness"] for m in _learning_metrics(whole)] == staleness
     a, b = _weights(whole, STEPS), _weights(broken, STEPS)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ from the uninterrupted run"
-    assert any(not a[k].equal(_weights(whole, STEPS - 1)[k]) for k in a)  # training moved the weights
+    previous = _weights(whole, (STEPS - 1) // save_every * save_every)  # the checkpoint before the last
+    assert any(not a[k].equal(previous[k]) for k in a)  # training moved the weights
     state = json.loads((broken / "checkpoints" / f"step_{STEPS:06d}" / "loop_state.json").read_text())
     assert state["step"] == STEPS and state["sampler"]["position"] == 4 * STEPS % 300
 

@@ -1,0 +1,100 @@
+"""Faults and placement in real training runs: a rollout actor killed mid-generation, and rollout and
+learner on different nodes of a two-node Ray cluster (`ray.cluster_utils.Cluster`). Dead reward
+workers: tests/test_rewards_pool.py."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+BIN = Path(sys.executable).parent
+SHORT = ["train.prompts_per_step=4", "rollout.samples_per_prompt=4", "rollout.reasoning.max_tokens=24",
+         "rollout.non_reasoning.max_tokens=24", "rewards.num_workers=1"]
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _processes(pattern: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        if re.search(pattern, " ".join(proc.info["cmdline"] or [])):
+            found.append(proc)
+    return found
+
+
+class Killer(threading.Thread):
+    """SIGKILLs, once each, the first process matching each pattern after the run's first step."""
+
+    def __init__(self, run_dir: Path, patterns: list[str]):
+        super().__init__(daemon=True)
+        self.run_dir, self.todo, self.killed, self.stop = run_dir, list(patterns), [], threading.Event()
+
+    def run(self):
+        metrics = self.run_dir / "metrics.jsonl"
+        while self.todo and not self.stop.is_set():
+            if metrics.is_file() and metrics.read_text().strip():
+                for pattern in list(self.todo):
+                    for proc in _processes(pattern)[:1]:
+                        proc.send_signal(signal.SIGKILL)
+                        self.killed.append(pattern)
+                        self.todo.remove(pattern)
+            time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_rollout_actor_killed_mid_generation_is_replaced_and_the_run_completes(tmp_path, tiny_checkpoint):
+    out = tmp_path / "run"
+    steps = 5
+    # Ray titles an actor's process `ray::RolloutWorker.generate` while the call runs: the kill lands
+    # mid-generation (with asynchronous rollout, the generation of a step ahead).
+    killer = Killer(out, [r"^ray::RolloutWorker\.generate"])
+    killer.start()
+    try:
+        done = subprocess.run(
+            [str(BIN / "unirl"), "train", "--model", str(tiny_checkpoint), f"train.out={out}", f"train.steps={steps}",
+             "train.save_every=5", "rollout.max_staleness=1", *SHORT],
+            capture_output=True, text=True, timeout=900, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    finally:
+        killer.stop.set()
+        killer.join()
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert killer.killed, "the rollout actor was never caught generating"
+    metrics = _metrics(out)
+    assert [m["step"] for m in metrics] == list(range(1, steps + 1))
+    assert metrics[-1]["rollout/restarts"] == 1 and "restarting it and re-issuing" in done.stderr
+    assert (out / "checkpoints" / "latest").read_text() == f"step_{steps:06d}"
+
+
+@pytest.mark.slow
+def test_two_node_cluster_puts_rollout_and_learner_on_different_nodes(tmp_path, tiny_checkpoint):
+    from ray.cluster_utils import Cluster
+
+    # The head node offers no CPUs, so the rollout actor's bundle can only be placed on the second node;
+    # the driver, which holds the learner, runs on the head.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    worker_node = cluster.add_node(num_cpus=2)
+    try:
+        cluster.wait_for_nodes()
+        out = tmp_path / "run"
+        done = subprocess.run(
+            [str(BIN / "unirl"), "train", "--model", str(tiny_checkpoint), f"train.out={out}", "train.steps=2", *SHORT],
+            capture_output=True, text=True, timeout=900,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": cluster.address})
+        assert done.returncode == 0, done.stderr[-4000:]
+        rollout_node = re.search(r"rollout worker 0: pid \d+ on Ray node (\w+)", done.stderr).group(1)
+        learner_node = re.search(r"learner: pid \d+ on Ray node (\w+)", done.stderr).group(1)
+        assert rollout_node == worker_node.node_id and learner_node == cluster.head_node.node_id != rollout_node
+        metrics = _metrics(out)
+        assert [m["step"] for m in metrics] == [1, 2] and all(m["rollout/staleness"] == 0 for m in metrics)
+        assert (out / "checkpoints" / "latest").read_text() == "step_000002"
+    finally:
+        cluster.shutdown()
