@@ -13,7 +13,10 @@ the same number of torch threads in the driver process.
   actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, `Learner.step`, then
   `RolloutPool.update_weights`. By default with `rollout.max_staleness: 1` (the loop's asynchronous
   rollout): the next batch is generated while the learner steps, so unirl trains on samples one
-  update old where TRL's are on-policy; `--max-staleness 0` compares the on-policy loop.
+  update old where TRL's are on-policy; `--max-staleness 0` compares the on-policy loop. The learner
+  uses `algorithm.micro_batch_layout: shared_prompt` (a group's prompt is run once per micro-batch,
+  same log-probs and gradients; `--layout padded` turns it off), and the frozen reference's
+  log-probs of the next batch are computed with the generation, off the learner's path.
 - TRL: `GRPOTrainer.train()` with `use_vllm=False`, i.e. transformers `generate`, which is what a user
   reaches for without a separate vLLM server. TRL's defaults of `gradient_checkpointing=True` and
   `bf16=True` are turned off to match (fp32, no recomputation).
@@ -24,7 +27,7 @@ of each is a warm-up and is not counted; medians of the rest are compared. Compl
 not forced (unirl's engine does not expose vLLM's `ignore_eos`); mean generated tokens per step are
 reported for both and the ratio is also given in completion tokens/s.
 
-    .venv/bin/python benchmarks/e2e_vs_trl.py [--shape 3m|30m] [--steps 4] [--threads 1] [--vllm-bind nobind]
+    .venv/bin/python benchmarks/e2e_vs_trl.py [--shape 30m|3m] [--steps 4] [--threads 1] [--vllm-bind nobind]
         [--max-staleness 0|1]
     .venv/bin/python benchmarks/e2e_vs_trl.py --quick      # tiny settings for the test
 
@@ -134,9 +137,9 @@ class UnirlSide:
         self.advantage = get_advantage("grpo")
         self.learner = Learner(LearnerConfig(
             model_path=str(model_dir), loss="grpo", lr=args.lr, beta=args.beta, max_grad_norm=1.0,
-            micro_batch_size=args.micro_batch, micro_batch_tokens=None, seed=0))
+            micro_batch_size=args.micro_batch, micro_batch_tokens=None, layout=args.layout, seed=0))
         self.max_staleness = args.max_staleness
-        self.ahead = RolloutAhead(self.pool, self.rewards, self.samples)
+        self.ahead = RolloutAhead(self.pool, self.rewards, self.samples, reference=self.learner.reference_logprobs)
         self.version = 0
         self.staleness: list[float] = []
         self.times: list[float] = []
@@ -239,7 +242,7 @@ def step_clock(run_between):
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shape", default="3m", choices=sorted(SHAPES))
+    p.add_argument("--shape", default="30m", choices=sorted(SHAPES), help="30m: the scale of the issue's TRL reference")
     p.add_argument("--prompts", type=int, default=16)
     p.add_argument("--samples", type=int, default=4, help="completions per prompt (G)")
     p.add_argument("--tokens", type=int, default=64, help="max new tokens")
@@ -253,6 +256,8 @@ def parse_args():
                    help="VLLM_CPU_OMP_THREADS_BIND for the rollout actor, e.g. 0-1; default: vLLM's automatic binding")
     p.add_argument("--max-staleness", type=int, default=1, choices=(0, 1),
                    help="rollout.max_staleness: 1 generates step k+1 while step k trains (the loop's async option)")
+    p.add_argument("--layout", default="shared_prompt", choices=("padded", "packed", "shared_prompt"),
+                   help="algorithm.micro_batch_layout of unirl's learner: shared_prompt runs each group's prompt once")
     p.add_argument("--quick", action="store_true", help="tiny shape, 4 prompts x 2 x 16 tokens, 1 measured step")
     args = p.parse_args()
     if args.quick:
@@ -310,7 +315,7 @@ def settings(args, params: int) -> dict:
             "completions_per_step": args.prompts * args.samples, "max_new_tokens": args.tokens,
             "temperature": TEMPERATURE, "top_p": TOP_P, "loss": "grpo", "advantage": "grpo (group-normalised)",
             "beta": args.beta, "lr": args.lr, "micro_batch": args.micro_batch, "optimizer_steps_per_batch": 1,
-            "max_staleness": args.max_staleness, "measured_steps": args.steps, "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
+            "max_staleness": args.max_staleness, "unirl_layout": args.layout, "measured_steps": args.steps, "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
             "vllm_bind": args.vllm_bind or "auto", "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
             "unirl_rollout": "RolloutPool, 1 Ray actor, vLLM",
             "trl_generation": "transformers generate (use_vllm=False)",

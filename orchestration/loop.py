@@ -31,7 +31,8 @@ def learner_config(cfg: UnirlConfig, model_path: str) -> LearnerConfig:
     a = cfg.algorithm
     return LearnerConfig(
         model_path=model_path, ref_model_path=cfg.model_path, loss=a.loss, lr=a.learning_rate, beta=a.beta,
-        max_grad_norm=a.max_grad_norm, micro_batch_size=a.micro_batch_size, loss_agg=a.loss_aggregation,
+        max_grad_norm=a.max_grad_norm, micro_batch_size=a.micro_batch_size, layout=a.micro_batch_layout,
+        loss_agg=a.loss_aggregation,
         seed=cfg.train.seed, total_steps=cfg.train.steps,
     )
 
@@ -69,7 +70,7 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
         learner.load_training_state(checkpoint / "trainer")
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     metrics = MetricsLogger(run_dir, keep_until_step=state.step)
-    ahead = RolloutAhead(rollout, rewards, cfg.rollout.samples_per_prompt)
+    ahead = RolloutAhead(rollout, rewards, cfg.rollout.samples_per_prompt, reference=learner.reference_logprobs)
 
     def batch_for(step: int) -> tuple[list[dict], int]:  # rollouts depend on (seed, step) only: exact resume
         return [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)], cfg.train.seed * 1_000_003 + step

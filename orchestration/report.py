@@ -17,7 +17,9 @@ PANELS = [
     ("accuracy", ["reasoning/accuracy", "non_reasoning/accuracy"]),
     ("response_length", ["reasoning/response_length", "non_reasoning/response_length"]),
     ("kl", ["kl", "kl/reasoning", "kl/non_reasoning"]),
-    ("time_per_stage", ["time/rollout", "time/reward", "time/learner", "time/weight_sync"]),
+    ("time_per_stage", ["time/rollout", "time/reward", "time/learner", "time/weight_sync", "time/reference",
+                        "time/rollout_wait"]),
+    ("rollout_staleness", ["rollout/staleness"]),
 ]
 
 

@@ -4,7 +4,8 @@ With `rollout.max_staleness: 1`, the loop submits step k+1's generation to the r
 step k's learner update. Ray runs an actor's calls in submission order, so that generation samples
 with the weights of step k-1 and the weight sync of step k lands after it: every sample is at most
 one update old (one-step off-policy, bounded by construction; `rollout/staleness` logs it). Waiting
-for the generation and scoring it happen on a background thread, so both overlap the update.
+for the generation, scoring it and the frozen reference's log-probs of it (exact whenever computed)
+happen on a background thread, so all three overlap the update.
 """
 from __future__ import annotations
 
@@ -15,14 +16,16 @@ from .step import ScoredRollout, score, submit
 
 
 class RolloutAhead:
-    def __init__(self, rollout, rewards, samples_per_prompt: int):
+    def __init__(self, rollout, rewards, samples_per_prompt: int, reference=None):
+        """`reference`: Learner.reference_logprobs, or None to leave the reference to the learner step."""
         self.rollout, self.rewards, self.samples_per_prompt = rollout, rewards, samples_per_prompt
+        self.reference = reference
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="rollout-ahead")
         self._ahead: dict[int, Future] = {}
 
     def submit(self, step: int, rows: list[dict], seed: int) -> None:
         pending = submit(self.rollout, rows, self.samples_per_prompt, seed)  # queued on the actors now
-        self._ahead[step] = self._executor.submit(score, pending, self.rewards, rows)
+        self._ahead[step] = self._executor.submit(score, pending, self.rewards, rows, self.reference)
 
     def take(self, step: int) -> ScoredRollout | None:
         """The batch submitted for `step`, once scored (None if none was); times the wait as time/rollout_wait."""

@@ -20,20 +20,27 @@ class ScoredRollout:
     groups: list[RolloutGroup]
     outputs: list[RewardOutput]
     seconds: dict[str, float] = field(default_factory=dict)  # time/<stage> of the stages that made it
+    ref_logprobs: list[list[float]] | None = None  # per sample, in build_batch's order, when computed ahead
 
 
 def submit(rollout, rows: list[dict], samples_per_prompt: int, seed: int):
     return rollout.submit([request_for(r, n=samples_per_prompt) for r in rows], seed=seed)
 
 
-def score(pending, rewards, rows: list[dict]) -> ScoredRollout:
-    """Waits for a submitted generation, then scores it."""
+def score(pending, rewards, rows: list[dict], reference=None) -> ScoredRollout:
+    """Waits for a submitted generation, then scores it; with `reference` (Learner.reference_logprobs)
+    also computes the reference's log-probs of the samples."""
     timer = StageTimer()
     with timer("rollout"):
         groups = pending.result()
     with timer("reward"):
         outputs = rewards.score(reward_inputs(groups, rows))
-    return ScoredRollout(rows, groups, outputs, timer.seconds)
+    ref_logprobs = None
+    if reference is not None:
+        with timer("reference"):
+            ref_logprobs = reference([g.prompt_token_ids for g in groups for _ in g.samples],
+                                     [s.token_ids for g in groups for s in g.samples])
+    return ScoredRollout(rows, groups, outputs, timer.seconds, ref_logprobs)
 
 
 def collect(rollout, rewards, samples_per_prompt: int, rows: list[dict], seed: int) -> ScoredRollout:
@@ -44,6 +51,7 @@ def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int) -
     """Takes the learner step on `scored` and syncs the result to the rollout workers as `version`."""
     timer = StageTimer()
     batch, _ = build_batch(scored.groups, scored.outputs, advantage_fn)
+    batch.ref_logprobs = scored.ref_logprobs
     with timer("learner"):
         learner_metrics = learner.step(batch)
     with timer("weight_sync"):

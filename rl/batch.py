@@ -12,6 +12,7 @@ class TrainingBatch:
     group_ids: list[int]  # which prompt each sequence belongs to
     modes: list[str]
     rollout_logprobs: list[list[float]] | None = None  # sampling logprobs, for off-policy steps
+    ref_logprobs: list[list[float]] | None = None  # the reference's, when computed ahead (Learner.reference_logprobs)
 
     def __len__(self) -> int:
         return len(self.completion_ids)

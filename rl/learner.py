@@ -44,7 +44,7 @@ class LearnerConfig:
     micro_batch_tokens: int | None = 4096  # model positions (padding included) per forward/backward
     micro_batch_size: int | None = None  # or/and at most this many sequences per micro-batch
     gradient_checkpointing: bool = False
-    layout: str = "padded"  # "padded" (sorted, right-padded, no mask) or "packed" (padding-free); see rl.micro_batches
+    layout: str = "padded"  # "padded", "packed" (padding-free) or "shared_prompt" (a group's prompt run once); see rl.micro_batches
     lora: LoraSettings | None = None
     seed: int = 0
     dtype: str = "float32"  # parameter dtype
@@ -105,8 +105,9 @@ def _validate(batch: TrainingBatch) -> None:
     n = len(batch.completion_ids)
     fields = {"prompt_ids": batch.prompt_ids, "advantages": batch.advantages, "group_ids": batch.group_ids,
               "modes": batch.modes}
-    if batch.rollout_logprobs is not None:
-        fields["rollout_logprobs"] = batch.rollout_logprobs
+    for name in ("rollout_logprobs", "ref_logprobs"):
+        if getattr(batch, name) is not None:
+            fields[name] = getattr(batch, name)
     for name, values in fields.items():
         if len(values) != n:
             raise ValueError(f"TrainingBatch.{name} has {len(values)} rows, completion_ids has {n}")
@@ -117,9 +118,11 @@ def _validate(batch: TrainingBatch) -> None:
             raise ValueError(f"TrainingBatch.completion_ids[{i}] is empty")
         if not math.isfinite(batch.advantages[i]):
             raise ValueError(f"TrainingBatch.advantages[{i}] = {batch.advantages[i]} is not finite")
-        if batch.rollout_logprobs is not None and len(batch.rollout_logprobs[i]) != len(batch.completion_ids[i]):
-            raise ValueError(f"TrainingBatch.rollout_logprobs[{i}] has {len(batch.rollout_logprobs[i])} values "
-                             f"for {len(batch.completion_ids[i])} completion tokens")
+        for name in ("rollout_logprobs", "ref_logprobs"):
+            values = getattr(batch, name)
+            if values is not None and len(values[i]) != len(batch.completion_ids[i]):
+                raise ValueError(f"TrainingBatch.{name}[{i}] has {len(values[i])} values "
+                                 f"for {len(batch.completion_ids[i])} completion tokens")
 
 
 class Learner:
@@ -198,7 +201,8 @@ class Learner:
         advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=self.config.device)
         refs = [None] * len(micro)
         if self.settings.beta != 0.0:
-            refs = [self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype)[0]
+            refs = [mb.padded_values(batch.ref_logprobs) if batch.ref_logprobs is not None else
+                    self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype)[0]
                     for mb in micro]
         olds = self._initial_old_logprobs(batch, micro)
         keep_old = self.config.steps_per_batch > 1 or self.settings.tis_cap is not None
@@ -227,6 +231,24 @@ class Learner:
                        num_tokens=float(norm.num_tokens), num_sequences=float(norm.num_sequences),
                        step_time_s=time.perf_counter() - started)
         return metrics
+
+    def reference_logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[list[float]] | None:
+        """The frozen reference's log-prob of each completion token, for TrainingBatch.ref_logprobs.
+
+        Safe to call on another thread while `step` runs (the reference is a separate module), so the
+        loop computes them for the next batch while this one trains. None where a step needs none
+        (beta == 0) or the reference is the policy's own module with adapters off (LoRA)."""
+        if self.settings.beta == 0.0 or self.policy.ref_model is None:
+            return None
+        lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
+        out: list[list[float]] = [[] for _ in lengths]
+        for indices in plan_micro_batches(lengths, list(range(len(lengths))), self.config.micro_batch_tokens,
+                                          self.config.micro_batch_size, self.config.layout):
+            mb = build_micro_batch(prompt_ids, completion_ids, indices, self.config.layout, device=self.config.device)
+            ref = self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype)[0]
+            for row, i in enumerate(mb.sequence_indices):
+                out[i] = ref[row, :len(completion_ids[i])].tolist()
+        return out
 
     def _add_mode_metrics(self, sums, batch: TrainingBatch, mb: MicroBatch, logprobs, entropy, ref) -> None:
         modes = sorted(set(batch.modes))  # same keys on every rank, so metric sums line up

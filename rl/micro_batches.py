@@ -8,8 +8,14 @@
   and no attention mask; transformers builds a block-diagonal causal mask from the position ids
   (sdpa and eager included). Best with attn_implementation="flash_attention_2" on GPUs; on the
   CPU sdpa path the dense block mask makes it slower than "padded".
+- "shared_prompt": one row per distinct prompt, its completions after it: `prompt c1 c2 ... cG`,
+  each completion's positions continuing from the prompt's, and a tree attention mask (a token sees
+  the prompt and the earlier tokens of its own completion; sliding-window layers also the window),
+  built by the policy from `segment_ids`. The G samples of an RL group share one prompt, which is
+  then run, and back-propagated through, once instead of G times: same log-probs and gradients, a
+  fifth less compute for the usual prompt:completion ratios. Needs attn_implementation="sdpa".
 
-Tests check both against one-sequence-at-a-time log-probs.
+Tests check all three against one-sequence-at-a-time log-probs.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-LAYOUTS = ("padded", "packed")
+LAYOUTS = ("padded", "packed", "shared_prompt")
 
 
 @dataclass
@@ -30,6 +36,7 @@ class MicroBatch:
     rows: torch.Tensor  # [n] sequence of each completion token in the [N, T] view
     cols: torch.Tensor  # [n] token index within its completion
     mask: torch.Tensor  # [N, T] 1.0 on completion tokens
+    segment_ids: torch.Tensor | None = None  # "shared_prompt": [R, L] 0 prompt, j completion j, -1 padding
 
     @property
     def num_tokens(self) -> int:
@@ -50,6 +57,8 @@ def build_micro_batch(prompts: list[list[int]], completions: list[list[int]], in
                       layout: str = "padded", pad_id: int = 0, device: torch.device | str = "cpu") -> MicroBatch:
     if layout not in LAYOUTS:
         raise ValueError(f"micro-batch layout: unknown '{layout}'; known: {LAYOUTS}")
+    if layout == "shared_prompt":
+        return _shared_prompt_micro_batch(prompts, completions, indices, pad_id, device)
     packed = layout == "packed"
     width = max(len(prompts[i]) + len(completions[i]) for i in indices)
     rows_of_ids, positions, hidden_index, labels, rows, cols = [], [], [], [], [], []
@@ -84,11 +93,64 @@ def build_micro_batch(prompts: list[list[int]], completions: list[list[int]], in
         hidden_index=long(hidden_index), labels=long(labels), rows=rows_t, cols=cols_t, mask=mask)
 
 
+def _shared_prompt_micro_batch(prompts: list[list[int]], completions: list[list[int]], indices: list[int],
+                               pad_id: int, device: torch.device | str) -> MicroBatch:
+    by_prompt: dict[tuple[int, ...], list[int]] = {}
+    for row, i in enumerate(indices):  # row: the sequence's row in the [N, T] view
+        by_prompt.setdefault(tuple(prompts[i]), []).append(row)
+    width = max(len(p) + sum(len(completions[indices[r]]) for r in rows) for p, rows in by_prompt.items())
+    ids, positions, segments, hidden_index, labels, rows_t, cols = [], [], [], [], [], [], []
+    for group, (prompt, members) in enumerate(by_prompt.items()):
+        base = group * width
+        row_ids, row_pos, row_seg = list(prompt), list(range(len(prompt))), [0] * len(prompt)
+        for segment, row in enumerate(members, start=1):
+            completion = completions[indices[row]]
+            start = len(row_ids)
+            hidden_index += [base + len(prompt) - 1] + [base + start + t for t in range(len(completion) - 1)]
+            row_ids += completion
+            row_pos += range(len(prompt), len(prompt) + len(completion))
+            row_seg += [segment] * len(completion)
+            labels += completion
+            rows_t += [row] * len(completion)
+            cols += range(len(completion))
+        padding = width - len(row_ids)
+        ids.append(row_ids + [pad_id] * padding)
+        positions.append(row_pos + [0] * padding)
+        segments.append(row_seg + [-1] * padding)
+
+    def long(values):
+        return torch.tensor(values, dtype=torch.long, device=device)
+
+    rows_v, cols_v = long(rows_t), long(cols)
+    mask = torch.zeros(len(indices), max(len(completions[i]) for i in indices), device=device)
+    mask[rows_v, cols_v] = 1.0
+    return MicroBatch(sequence_indices=list(indices), input_ids=long(ids), position_ids=long(positions),
+                      hidden_index=long(hidden_index), labels=long(labels), rows=rows_v, cols=cols_v, mask=mask,
+                      segment_ids=long(segments))
+
+
+def shared_prompt_attention(position_ids: torch.Tensor, segment_ids: torch.Tensor,
+                            sliding_window: int | None = None) -> torch.Tensor:
+    """[R, 1, L, L] boolean mask (True = attend) for the "shared_prompt" layout: causal, the prompt
+    (segment 0) visible to every completion, completions invisible to each other; with
+    `sliding_window`, only keys fewer than that many positions back. Padding sees only itself."""
+    length = segment_ids.shape[1]
+    index = torch.arange(length, device=segment_ids.device)
+    causal = index[None, :, None] >= index[None, None, :]
+    seg_q, seg_k = segment_ids[:, :, None], segment_ids[:, None, :]
+    visible = causal & (seg_k >= 0) & ((seg_k == 0) | (seg_k == seg_q)) & (seg_q >= 0)
+    if sliding_window is not None:
+        visible &= (position_ids[:, :, None] - position_ids[:, None, :]) < sliding_window
+    visible |= torch.eye(length, dtype=torch.bool, device=segment_ids.device)[None]
+    return visible[:, None]
+
+
 def plan_micro_batches(lengths: list[int], indices: list[int], max_tokens: int | None,
                        max_sequences: int | None, layout: str = "padded") -> list[list[int]]:
     """Greedy split of `indices` into micro-batches of at most `max_tokens` model positions
     (padding included) and at most `max_sequences` sequences. "padded" sorts by length first,
-    longest first; "packed" keeps the given order. A sequence above `max_tokens` goes alone."""
+    longest first; "packed" and "shared_prompt" keep the given order (an RL batch lists a group's
+    samples together, so they share micro-batches). A sequence above `max_tokens` goes alone."""
     order = sorted(indices, key=lambda i: (-lengths[i], i)) if layout == "padded" else list(indices)
     groups: list[list[int]] = []
     current: list[int] = []

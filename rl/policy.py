@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from rl.micro_batches import MicroBatch
+from rl.micro_batches import MicroBatch, shared_prompt_attention
 from rl.token_logprobs import DEFAULT_CHUNK_TOKENS, chosen_token_logprobs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -104,9 +104,25 @@ class Policy:
         with autocast:
             return self._forward(self.hf_model, micro_batch)
 
+    def _attention_mask(self, hf_model, micro_batch: MicroBatch):
+        """None (the model's own causal masks), or the "shared_prompt" tree masks for each layer type."""
+        if micro_batch.segment_ids is None:
+            return None
+        config = hf_model.config.get_text_config()
+        if config._attn_implementation != "sdpa":
+            raise ValueError(f"micro-batch layout 'shared_prompt' needs attn_implementation='sdpa', "
+                             f"got {config._attn_implementation!r}")
+        layer_types = set(getattr(config, "layer_types", None) or [])
+        full = shared_prompt_attention(micro_batch.position_ids, micro_batch.segment_ids)
+        if not layer_types:
+            return full
+        return {kind: shared_prompt_attention(micro_batch.position_ids, micro_batch.segment_ids, config.sliding_window)
+                if kind == "sliding_attention" else full for kind in layer_types}
+
     def _forward(self, hf_model, micro_batch: MicroBatch):
         backbone = hf_model.base_model
         hidden = backbone(input_ids=micro_batch.input_ids, position_ids=micro_batch.position_ids,
+                          attention_mask=self._attention_mask(hf_model, micro_batch),
                           use_cache=False).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, micro_batch.hidden_index)
         weight = hf_model.get_output_embeddings().weight

@@ -21,6 +21,6 @@ def test_e2e_benchmark_quick_reports_a_ratio():
     for side in ("unirl", "trl"):  # both sides generated, scored and stepped on the same workload
         assert 0 < result[side]["mean_completion_tokens"] <= result["settings"]["max_new_tokens"]
     assert result["settings"]["completions_per_step"] == 8
-    stages = {"time/rollout", "time/reward", "time/learner", "time/weight_sync", "time/rollout_wait"}
+    stages = {"time/rollout", "time/reward", "time/reference", "time/learner", "time/weight_sync", "time/rollout_wait"}
     assert set(result["unirl"]["stages_s"]) == stages  # the measured step used the batch generated ahead
     assert result["unirl"]["max_staleness_seen"] == 1 == result["settings"]["max_staleness"]

@@ -43,7 +43,7 @@ def unpacked_logprobs(model, prompt, completion) -> torch.Tensor:
     return logits[start:start + len(completion)].gather(1, torch.tensor(completion)[:, None]).squeeze(1)
 
 
-@pytest.mark.parametrize("layout", ["padded", "packed"])
+@pytest.mark.parametrize("layout", ["padded", "packed", "shared_prompt"])
 def test_micro_batch_logprobs_equal_one_sequence_at_a_time_and_trl(model_dir, tmp_path, layout):
     learner = Learner(config(model_dir))
     batch = random_batch(3, 4, VOCAB, seed=1)
@@ -87,6 +87,7 @@ def test_micro_batching_and_gradient_checkpointing_do_not_change_the_update(mode
     batch = random_batch(4, 4, VOCAB, seed=2)
     weights = []
     for overrides in ({"micro_batch_tokens": 10_000}, {"micro_batch_tokens": 40, "layout": "packed"},
+                      {"micro_batch_tokens": None, "micro_batch_size": 6, "layout": "shared_prompt"},
                       {"micro_batch_tokens": None, "micro_batch_size": 3, "gradient_checkpointing": True}):
         # adam_eps=1: the update is ~lr * gradient, so rounding in near-zero gradients is not amplified
         learner = Learner(config(model_dir, loss="agapo", beta=0.05, lr=1.0, adam_eps=1.0, **overrides))
@@ -96,6 +97,34 @@ def test_micro_batching_and_gradient_checkpointing_do_not_change_the_update(mode
     for other in weights[1:]:
         for name, tensor in weights[0].items():
             torch.testing.assert_close(other[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_reference_logprobs_computed_ahead_give_the_same_steps(model_dir):
+    """The asynchronous loop hands the learner the reference's log-probs computed on another thread
+    while the previous step trained: the steps must be bitwise those of computing them in the step."""
+    import threading
+
+    batches = [random_batch(4, 4, VOCAB, seed=s) for s in (3, 4)]
+    inline = Learner(config(model_dir, loss="agapo", beta=0.05, micro_batch_tokens=40))
+    ahead = Learner(config(model_dir, loss="agapo", beta=0.05, micro_batch_tokens=40))
+    metrics = [inline.step(b) for b in batches]
+    refs = {}
+    worker = threading.Thread(target=lambda: refs.setdefault(0, ahead.reference_logprobs(batches[0].prompt_ids,
+                                                                                         batches[0].completion_ids)))
+    worker.start()
+    worker.join()
+    ahead_metrics = [ahead.step(replace(batches[0], ref_logprobs=refs[0]))]
+    second_ref = ahead.reference_logprobs(batches[1].prompt_ids, batches[1].completion_ids)
+    assert [len(r) for r in second_ref] == [len(c) for c in batches[1].completion_ids]
+    ahead_metrics.append(ahead.step(replace(batches[1], ref_logprobs=second_ref)))
+    drop = ("step_time_s",)
+    assert [{k: v for k, v in m.items() if k not in drop} for m in ahead_metrics] == \
+        [{k: v for k, v in m.items() if k not in drop} for m in metrics]
+    a, b = inline.export_weights(), ahead.export_weights()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert Learner(config(model_dir, beta=0.0)).reference_logprobs(batches[0].prompt_ids, batches[0].completion_ids) is None
+    with pytest.raises(ValueError, match="ref_logprobs"):
+        inline.step(replace(batches[0], ref_logprobs=[r[:-1] for r in refs[0]]))
 
 
 @pytest.mark.parametrize("loss", ["grpo", "dapo", "dr_grpo"])
