@@ -28,12 +28,12 @@ not forced (unirl's engine does not expose vLLM's `ignore_eos`); mean generated 
 reported for both and the ratio is also given in completion tokens/s.
 
     .venv/bin/python benchmarks/e2e_vs_trl.py [--shape 30m|3m] [--steps 4] [--threads 1] [--vllm-bind nobind]
-        [--max-staleness 0|1]
+        [--max-staleness 0|1] [--layout shared_prompt|padded]
     .venv/bin/python benchmarks/e2e_vs_trl.py --quick      # tiny settings for the test
 
 The last line printed is JSON: `ratio` = unirl samples/s / TRL samples/s, both step times, unirl's
-stage times (with --max-staleness 1, `time/rollout` and `time/reward` run on the background thread,
-overlapping `time/learner`; `time/rollout_wait` is what the step waited for them), TRL's
+stage times (with --max-staleness 1, `time/rollout`, `time/reward` and `time/reference` run on the
+background thread, overlapping `time/learner`; `time/rollout_wait` is what the step waited for them), TRL's
 generation time and the settings.
 
 On a shared 2-core machine vLLM's automatic thread binding pins the engine to one core, which
@@ -117,10 +117,10 @@ class UnirlSide:
     def __init__(self, model_dir: Path, args, texts: list[str]):
         import ray
 
+        from orchestration.rollout_ahead import RolloutAhead
         from rewards.pool import RewardPool
         from rewards.registry import load_reward
         from rl.advantages import get_advantage
-        from orchestration.rollout_ahead import RolloutAhead
         from rl.learner import Learner, LearnerConfig
         from rollout.modes import ModeSampling, SamplingConfig
         from rollout.pool import PoolPlacement, RolloutPool
@@ -315,7 +315,8 @@ def settings(args, params: int) -> dict:
             "completions_per_step": args.prompts * args.samples, "max_new_tokens": args.tokens,
             "temperature": TEMPERATURE, "top_p": TOP_P, "loss": "grpo", "advantage": "grpo (group-normalised)",
             "beta": args.beta, "lr": args.lr, "micro_batch": args.micro_batch, "optimizer_steps_per_batch": 1,
-            "max_staleness": args.max_staleness, "unirl_layout": args.layout, "measured_steps": args.steps, "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
+            "max_staleness": args.max_staleness, "unirl_layout": args.layout, "measured_steps": args.steps,
+            "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
             "vllm_bind": args.vllm_bind or "auto", "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
             "unirl_rollout": "RolloutPool, 1 Ray actor, vLLM",
             "trl_generation": "transformers generate (use_vllm=False)",

@@ -1,7 +1,7 @@
 """One RL step: rollout -> rewards -> advantages -> learner step -> weight sync (DESIGN.md, steps 2-6).
 
-`collect` is the first half (scored rollouts), `learn` the second; `rl_step` runs both in turn. The
-loop may instead finish the next step's `collect` while this step's `learn` runs (RolloutAhead)."""
+`collect` is the first half (scored rollouts), `learn` the second. The loop runs them in turn, or
+finishes the next step's batch while this step's `learn` runs (RolloutAhead)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -62,8 +62,3 @@ def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int) -
             "rollout/staleness": float(version - 1 - sampled_by),  # learner updates the samples lag behind
             "rollout/restarts": float(rollout.restarts)}
 
-
-def rl_step(rollout, rewards, learner, advantage_fn, rows: list[dict], samples_per_prompt: int,
-            version: int, seed: int) -> dict[str, float]:
-    """Runs the step on `rows` on-policy; the rollout workers end at policy `version`."""
-    return learn(collect(rollout, rewards, samples_per_prompt, rows, seed), rollout, learner, advantage_fn, version)
