@@ -42,7 +42,9 @@ def build_engine(cfg: UnirlConfig, model_path: str | Path):
     return VllmEngine(**engine_kwargs(cfg, model_path))
 
 
-def build_reward_pool(cfg: UnirlConfig) -> RewardPool:
-    """Loads every reward plug-in now, so a bad one stops start-up with its name."""
-    rewards = [(load_reward(spec.name), spec.weight) for spec in cfg.rewards.rewards]
+def build_reward_pool(cfg: UnirlConfig, evaluation: bool = False) -> RewardPool:
+    """Loads every reward plug-in now, so a bad one stops start-up with its name. `evaluation`: the
+    accuracy reward (eval.reward) alone."""
+    specs = [(cfg.eval.reward, 1.0)] if evaluation else [(spec.name, spec.weight) for spec in cfg.rewards.rewards]
+    rewards = [(load_reward(name), weight) for name, weight in specs]
     return RewardPool(rewards, num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s)

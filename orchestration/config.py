@@ -80,7 +80,7 @@ class RolloutConfig(Section):
 
 
 class RewardSpec(Section):
-    name: str  # built-in ("auto", "math", "code", "format") or plug-in path
+    name: str  # built-in ("auto", "math", "code", "format", "arithmetic_steps") or plug-in path
     weight: float = 1.0
 
 
@@ -134,6 +134,9 @@ class EvalConfig(Section):
     greedy: bool = False  # true: one temperature-0 completion per problem and mode
     seed: int = 1234
     limit: int | None = Field(None, gt=0)
+    # What "accuracy" means: this reward alone, >= 1 is correct. Not rewards.rewards, which may add
+    # shaping terms (arithmetic_steps, length penalties) that training uses and accuracy must not.
+    reward: str = "auto"
 
 
 class UnirlConfig(Section):

@@ -70,7 +70,7 @@ def run_eval(cfg, data: str | None = None, split: str | None = None) -> dict:
     dataset = load_split(data or cfg.data.test or default_source(cfg), split or cfg.eval.split)
     if cfg.eval.limit:
         dataset = dataset.select(range(min(cfg.eval.limit, len(dataset))))
-    rewards = build_reward_pool(cfg)
+    rewards = build_reward_pool(cfg, evaluation=True)
     engine = build_engine(cfg, cfg.model_path)
     try:
         return evaluate(engine, rewards, dataset, cfg.eval.samples, cfg.eval.greedy, cfg.eval.seed)

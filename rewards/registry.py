@@ -1,7 +1,8 @@
 """`load_reward(spec)`: a built-in reward by name, or a plug-in.
 
 Specs:
-- built-ins: "auto" (route on reference["domain"], gated on format), "math", "code", "format";
+- built-ins: "auto" (route on reference["domain"], gated on format), "math", "code", "format",
+  "arithmetic_steps" (every `a op b = c` line of the reasoning is true);
 - dotted path: "my_pkg.rewards:length_penalty";
 - file path: "path/to/file.py:compute_score";
 - entry point: "ep:GROUP:NAME" (or "ep:NAME" for the group "unirl.rewards").
@@ -40,10 +41,13 @@ def _builtin(name: str):
     if name == "auto":
         from rewards.auto import DomainRouter
         return DomainRouter()
+    if name == "arithmetic_steps":
+        from rewards.arithmetic_steps import ArithmeticStepsReward
+        return ArithmeticStepsReward()
     return None
 
 
-BUILTINS = ("auto", "math", "code", "format")
+BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps")
 
 
 def _load_object(spec: str):

@@ -38,7 +38,7 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_bad_reward_plugin_is_named_at_start_up(tmp_path, tiny_checkpoint):
-    out = unirl("eval", "--model", tiny_checkpoint, "rewards.rewards=[{name: nosuch_pkg.mod:fn}]")
+    out = unirl("eval", "--model", tiny_checkpoint, "eval.reward=nosuch_pkg.mod:fn")
     assert out.returncode == 2 and "nosuch_pkg.mod:fn" in out.stderr
 
 

@@ -24,3 +24,18 @@ def test_format_reward_scores_and_reports():
                           RewardInput("r</think>\n\n", "reasoning", {})])
     assert [o.score for o in out] == [1.0, 0.0, 0.0]
     assert [o.error for o in out] == [None, "unclosed think", "empty answer"]
+
+
+def test_arithmetic_steps_reward_checks_every_shown_step_not_the_answer():
+    from rewards.registry import load_reward
+
+    reward = load_reward("arithmetic_steps")
+    lucky = "10+1=12\n12*2=22\n</think>\n\nThe answer is \\boxed{22}."  # right answer, wrong steps
+    sound = "10+1=11\n11*2=22\n</think>\n\nThe answer is \\boxed{22}."
+    wrong_answer = "10+1=11\n11*2=22\n</think>\n\nThe answer is \\boxed{23}."  # steps right: scored 1
+    division = "12/4=3\n7/2=3\n</think>\n\n3"
+    no_steps = "I just know it\n</think>\n\n5"
+    out = reward([RewardInput(t, "reasoning", {}) for t in (lucky, sound, wrong_answer, division, no_steps)]
+                 + [RewardInput("10+1=12", "non_reasoning", {})])
+    assert [o.score for o in out] == [0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    assert out[0].error == "wrong step: 10+1=12" and out[3].error == "wrong step: 7/2=3"
