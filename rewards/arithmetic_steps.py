@@ -7,8 +7,8 @@ wrong line as the error. Answers are not checked: combine it with `auto` or `mat
 do not move a group's advantage.
 
 Why it exists: with an outcome reward alone, a sample whose wrong steps land on the right answer
-(`10+1=12`, `12*2=22`) is reinforced like a correct one, which on the built-in model taught wrong
-arithmetic; with this term as well, RL raised test accuracy in both modes (README).
+(`10+1=12`, `12*2=22`) is reinforced like a correct one, which on the built-in model teaches wrong
+arithmetic. The best RL result on the built-in model so far used it (README, "What the demo shows").
 """
 from __future__ import annotations
 
