@@ -150,13 +150,11 @@ class UnirlSide:
         """One step of orchestration/loop.py. With --max-staleness 1 the next batch is submitted before
         the learner update (RolloutAhead) and waited for, scored, before the step's clock stops, so no
         unirl work spills into TRL's timed interval."""
-        from orchestration.step import collect, learn
+        from orchestration.step import learn
 
         start = time.perf_counter()
         self.version += 1
-        scored = self.ahead.take(self.version) or collect(self.pool, self.rewards, self.samples, self.rows, self.version)
-        if self.max_staleness:
-            self.ahead.submit(self.version + 1, self.rows, seed=self.version + 1)
+        scored = self.ahead.batch(self.version, lambda step: (self.rows, step), prefetch_next=self.max_staleness > 0)
         metrics = learn(scored, self.pool, self.learner, self.advantage, self.version)
         if self.max_staleness:
             self.ahead.wait(self.version + 1)

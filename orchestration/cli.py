@@ -12,7 +12,6 @@ from .atomic import write_json_atomic
 from .config import ConfigError, UnirlConfig, load_config
 
 
-
 def _config(args) -> UnirlConfig:
     cfg = load_config(args.config, args.overrides)
     if getattr(args, "model", None):

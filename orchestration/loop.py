@@ -22,7 +22,7 @@ from .metrics import MetricsLogger
 from .ray_runtime import init_ray
 from .rollout_ahead import RolloutAhead
 from .sampler import PromptSampler
-from .step import collect, learn
+from .step import learn
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,9 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
 
     try:
         for step in trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", initial=state.step, total=cfg.train.steps):
-            scored = ahead.take(step) or collect(rollout, rewards, cfg.rollout.samples_per_prompt, *batch_for(step))
             saving = step % cfg.train.save_every == 0 or step == cfg.train.steps
-            if cfg.rollout.max_staleness and not saving:  # drained before checkpoints, so resume stays exact
-                ahead.submit(step + 1, *batch_for(step + 1))
+            # no batch generated ahead across a checkpoint, so resume stays exact
+            scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
             metrics.log(step, learn(scored, rollout, learner, advantage_fn, version=step))
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)

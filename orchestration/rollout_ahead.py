@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .step import ScoredRollout, score, submit
+from .step import ScoredRollout, collect, score, submit
 
 
 class RolloutAhead:
@@ -22,6 +22,14 @@ class RolloutAhead:
         self.reference = reference
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="rollout-ahead")
         self._ahead: dict[int, Future] = {}
+
+    def batch(self, step: int, batch_for, prefetch_next: bool) -> ScoredRollout:
+        """Step `step`'s scored batch: the one generated ahead, else collected now from `batch_for(step)`
+        (-> rows, seed). With `prefetch_next`, step+1's batch is submitted before returning."""
+        scored = self.take(step) or collect(self.rollout, self.rewards, self.samples_per_prompt, *batch_for(step))
+        if prefetch_next:
+            self.submit(step + 1, *batch_for(step + 1))
+        return scored
 
     def submit(self, step: int, rows: list[dict], seed: int) -> None:
         pending = submit(self.rollout, rows, self.samples_per_prompt, seed)  # queued on the actors now

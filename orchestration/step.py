@@ -16,7 +16,6 @@ from .metrics import StageTimer, rollout_metrics
 
 @dataclass
 class ScoredRollout:
-    rows: list[dict]
     groups: list[RolloutGroup]
     outputs: list[RewardOutput]
     seconds: dict[str, float] = field(default_factory=dict)  # time/<stage> of the stages that made it
@@ -40,7 +39,7 @@ def score(pending, rewards, rows: list[dict], reference=None) -> ScoredRollout:
         with timer("reference"):
             ref_logprobs = reference([g.prompt_token_ids for g in groups for _ in g.samples],
                                      [s.token_ids for g in groups for s in g.samples])
-    return ScoredRollout(rows, groups, outputs, timer.seconds, ref_logprobs)
+    return ScoredRollout(groups, outputs, timer.seconds, ref_logprobs)
 
 
 def collect(rollout, rewards, samples_per_prompt: int, rows: list[dict], seed: int) -> ScoredRollout:

@@ -172,11 +172,14 @@ class Learner:
     def _micro_batches(self, batch: TrainingBatch) -> list[MicroBatch]:
         world_size, rank = data_parallel.world()
         lengths = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
-        mine = shard_for_rank(lengths, world_size, rank)
-        groups = plan_micro_batches(lengths, mine, self.config.micro_batch_tokens, self.config.micro_batch_size,
+        return self._plan(batch.prompt_ids, batch.completion_ids, shard_for_rank(lengths, world_size, rank))
+
+    def _plan(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], indices: list[int]) -> list[MicroBatch]:
+        lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
+        groups = plan_micro_batches(lengths, indices, self.config.micro_batch_tokens, self.config.micro_batch_size,
                                     self.config.layout)
-        return [build_micro_batch(batch.prompt_ids, batch.completion_ids, g, self.config.layout,
-                                  device=self.config.device) for g in groups]
+        return [build_micro_batch(prompt_ids, completion_ids, g, self.config.layout, device=self.config.device)
+                for g in groups]
 
     def _norm(self, batch: TrainingBatch) -> LossNorm:
         lengths = [len(c) for c in batch.completion_ids]
@@ -240,11 +243,8 @@ class Learner:
         (beta == 0) or the reference is the policy's own module with adapters off (LoRA)."""
         if self.settings.beta == 0.0 or self.policy.ref_model is None:
             return None
-        lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
-        out: list[list[float]] = [[] for _ in lengths]
-        for indices in plan_micro_batches(lengths, list(range(len(lengths))), self.config.micro_batch_tokens,
-                                          self.config.micro_batch_size, self.config.layout):
-            mb = build_micro_batch(prompt_ids, completion_ids, indices, self.config.layout, device=self.config.device)
+        out: list[list[float]] = [[] for _ in completion_ids]
+        for mb in self._plan(prompt_ids, completion_ids, list(range(len(completion_ids)))):
             ref = self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype)[0]
             for row, i in enumerate(mb.sequence_indices):
                 out[i] = ref[row, :len(completion_ids[i])].tolist()
