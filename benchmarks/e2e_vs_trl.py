@@ -137,7 +137,8 @@ class UnirlSide:
         self.advantage = get_advantage("grpo")
         self.learner = Learner(LearnerConfig(
             model_path=str(model_dir), loss="grpo", lr=args.lr, beta=args.beta, max_grad_norm=1.0,
-            micro_batch_size=args.micro_batch, micro_batch_tokens=None, layout=args.layout, seed=0))
+            micro_batch_size=args.micro_batch, micro_batch_tokens=None, layout=args.layout, seed=0,
+            temperatures={"reasoning": TEMPERATURE}))  # as TRL, log-probs of softmax(logits / T)
         self.max_staleness = args.max_staleness
         self.ahead = RolloutAhead(self.pool, self.rewards, self.samples, reference=self.learner.reference_logprobs)
         self.version = 0

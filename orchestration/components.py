@@ -11,19 +11,21 @@ from .checkpoint import check_model_folder
 from .config import UnirlConfig
 
 
-def sampling_config(cfg: UnirlConfig) -> SamplingConfig:
-    r = cfg.rollout
+def sampling_config(cfg: UnirlConfig, evaluation: bool = False) -> SamplingConfig:
+    """Training's sampling (rollout.*), or with `evaluation` eval.*'s temperature and top-p at rollout's lengths."""
+    r, e = cfg.rollout, cfg.eval
+    reasoning, non_reasoning = (e.reasoning, e.non_reasoning) if evaluation else (r.reasoning, r.non_reasoning)
     return SamplingConfig(
-        reasoning=ModeSampling(r.reasoning.temperature, r.reasoning.top_p, r.reasoning.max_tokens),
-        non_reasoning=ModeSampling(r.non_reasoning.temperature, r.non_reasoning.top_p, r.non_reasoning.max_tokens),
+        reasoning=ModeSampling(reasoning.temperature, reasoning.top_p, r.reasoning.max_tokens),
+        non_reasoning=ModeSampling(non_reasoning.temperature, non_reasoning.top_p, r.non_reasoning.max_tokens),
         seed=cfg.train.seed,
     )
 
 
-def engine_kwargs(cfg: UnirlConfig, model_path: str | Path) -> dict:
+def engine_kwargs(cfg: UnirlConfig, model_path: str | Path, evaluation: bool = False) -> dict:
     return {
         "model_path": str(model_path),
-        "sampling": sampling_config(cfg),
+        "sampling": sampling_config(cfg, evaluation),
         "max_model_len": cfg.rollout.max_model_len,
         "seed": cfg.train.seed,
         "gpu_memory_utilization": cfg.rollout.gpu_memory_utilization,
@@ -31,15 +33,16 @@ def engine_kwargs(cfg: UnirlConfig, model_path: str | Path) -> dict:
     }
 
 
-def build_engine(cfg: UnirlConfig, model_path: str | Path):
-    """An in-process engine (eval, filter). Build it only under `if __name__ == "__main__"`: vLLM spawns."""
+def build_engine(cfg: UnirlConfig, model_path: str | Path, evaluation: bool = False):
+    """An in-process engine (eval, filter), sampling as training does unless `evaluation`. Build it only
+    under `if __name__ == "__main__"`: vLLM spawns."""
     check_model_folder(model_path)
     if cfg.rollout.engine == "hf":
         from rollout.hf_engine import HfEngine as VllmEngine
     else:
         from rollout.engine import VllmEngine
 
-    return VllmEngine(**engine_kwargs(cfg, model_path))
+    return VllmEngine(**engine_kwargs(cfg, model_path, evaluation))
 
 
 def build_reward_pool(cfg: UnirlConfig, evaluation: bool = False) -> RewardPool:

@@ -48,12 +48,18 @@ class BootstrapConfig(Section):
     vocab_size: int = Field(768, ge=300)
     shape: ModelShape = ModelShape()
     reasoning_token_ratio: float = Field(1.5, gt=0)  # reasoning : non-reasoning SFT tokens (the report's 1.5:1)
-    sft_steps: int = Field(600, gt=0)
+    # Share of the math SFT rows whose reasoning-mode think block skips the work ("I can answer this
+    # directly."), as short traces in distilled SFT data do. The bootstrapped model then sometimes
+    # answers unworked in reasoning mode, and worse; RL with verifiable rewards learns to work problems
+    # out (README, "What the demo shows"). The answers are always right; rows record it as `worked`.
+    unworked_share: float = Field(0.3, ge=0, le=1)
+    sft_steps: int = Field(1200, gt=0)
     sft_batch_size: int = Field(32, gt=0)
     sft_learning_rate: float = Field(2e-3, gt=0)
-    sft_time_limit_s: float = Field(540, gt=0)
-    # 1 thread: on 2 shared cores, OpenMP threads contending with vLLM/Ray processes run 4-5x slower.
-    torch_threads: int = Field(1, ge=0)  # 0 = all cores  # safety cap only; the step count is what makes runs reproducible
+    sft_time_limit_s: float = Field(540, gt=0)  # safety cap only; the step count is what makes runs reproducible
+    # 0 = all cores: the SFT runs before any vLLM or Ray process exists (2 threads: 1.9x faster than 1 on
+    # the 2-core box). Set 1 where other processes share the cores: contending OpenMP threads ran 4-5x slower.
+    torch_threads: int = Field(0, ge=0)
 
 
 class SamplingSection(Section):
@@ -62,12 +68,20 @@ class SamplingSection(Section):
     max_tokens: int = Field(160, gt=0)
 
 
+class EvalSampling(Section):
+    temperature: float = Field(ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+
+
 class RolloutConfig(Section):
     engine: Literal["vllm", "hf"] = "vllm"
     num_workers: int = Field(1, gt=0)
     samples_per_prompt: int = Field(8, gt=0)  # G
-    reasoning: SamplingSection = SamplingSection(temperature=0.6)
-    non_reasoning: SamplingSection = SamplingSection(temperature=0.4)
+    # Training samples at T=1: the policy gradient is E[A * grad log pi(o)] for o drawn from pi itself.
+    # Sampled at the recommended T=0.6 instead, RL on the built-in model sharpened it onto its current
+    # (often wrong) answers (README, "What the demo shows"). Evaluation keeps the recommended settings (eval.*).
+    reasoning: SamplingSection = SamplingSection(temperature=1.0)
+    non_reasoning: SamplingSection = SamplingSection(temperature=1.0)
     gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
     max_model_len: int = Field(512, gt=0)
     tensor_parallel_size: int = Field(1, gt=0)
@@ -128,8 +142,10 @@ class TrainConfig(Section):
 
 class EvalConfig(Section):
     split: str = "test"
-    # EXAONE 4.0 evaluates with each mode's recommended sampling (T=0.6 / top-p 0.95 when reasoning),
-    # reporting pass@1 averaged over samples; that is also the quantity RL optimises.
+    # EXAONE 4.0 evaluates with each mode's recommended sampling (T=0.6 / top-p 0.95 when reasoning,
+    # T < 0.6 otherwise), reporting pass@1 averaged over samples. Lengths are rollout.<mode>.max_tokens.
+    reasoning: EvalSampling = EvalSampling(temperature=0.6)
+    non_reasoning: EvalSampling = EvalSampling(temperature=0.4)
     samples: int = Field(4, gt=0)
     greedy: bool = False  # true: one temperature-0 completion per problem and mode
     seed: int = 1234

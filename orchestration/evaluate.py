@@ -71,7 +71,7 @@ def run_eval(cfg, data: str | None = None, split: str | None = None) -> dict:
     if cfg.eval.limit:
         dataset = dataset.select(range(min(cfg.eval.limit, len(dataset))))
     rewards = build_reward_pool(cfg, evaluation=True)
-    engine = build_engine(cfg, cfg.model_path)
+    engine = build_engine(cfg, cfg.model_path, evaluation=True)
     try:
         return evaluate(engine, rewards, dataset, cfg.eval.samples, cfg.eval.greedy, cfg.eval.seed)
     finally:

@@ -12,6 +12,7 @@ from transformers import AutoTokenizer
 from rl.advantages import get_advantage
 from rl.learner import Learner, LearnerConfig
 from rollout.pool import PoolPlacement, RolloutPool
+from rollout.types import MODES
 from rollout.worker import current_node
 
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
@@ -34,6 +35,7 @@ def learner_config(cfg: UnirlConfig, model_path: str) -> LearnerConfig:
         max_grad_norm=a.max_grad_norm, micro_batch_size=a.micro_batch_size, layout=a.micro_batch_layout,
         loss_agg=a.loss_aggregation,
         seed=cfg.train.seed, total_steps=cfg.train.steps,
+        temperatures={mode: getattr(cfg.rollout, mode).temperature for mode in MODES},
     )
 
 
@@ -80,7 +82,8 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
             saving = step % cfg.train.save_every == 0 or step == cfg.train.steps
             # no batch generated ahead across a checkpoint, so resume stays exact
             scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
-            metrics.log(step, learn(scored, rollout, learner, advantage_fn, version=step))
+            metrics.log(step, learn(scored, rollout, learner, advantage_fn, version=step,
+                                        accuracy_reward=cfg.eval.reward))
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors

@@ -14,19 +14,24 @@ from rollout.types import RolloutGroup
 METRICS_FILE = "metrics.jsonl"
 
 
-def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], threshold: float = 1.0 - 1e-9) -> dict:
-    """reward, accuracy, response length, truncation and all-correct/all-wrong group rates, per mode."""
+def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], accuracy_reward: str | None = None,
+                    threshold: float = 1.0 - 1e-9) -> dict:
+    """reward, accuracy, response length, truncation and all-correct/all-wrong group rates, per mode.
+
+    Correct means `accuracy_reward`'s own score >= 1 when the pool has that component (eval.reward),
+    so shaping terms added to the total (arithmetic_steps) do not count as accuracy; else the total."""
     per_mode: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     it = iter(outputs)
     for g in groups:
-        scores = [next(it).score for _ in g.samples]
+        outs = [next(it) for _ in g.samples]
+        correct = [o.component(accuracy_reward) >= threshold for o in outs]
         m = per_mode[g.mode]
-        m["reward"] += scores
-        m["accuracy"] += [s >= threshold for s in scores]
+        m["reward"] += [o.score for o in outs]
+        m["accuracy"] += correct
         m["response_length"] += [len(s.token_ids) for s in g.samples]
         m["truncated"] += [s.finish_reason == "length" for s in g.samples]
-        m["group_all_correct"].append(all(s >= threshold for s in scores))
-        m["group_all_wrong"].append(not any(s >= threshold for s in scores))
+        m["group_all_correct"].append(all(correct))
+        m["group_all_wrong"].append(not any(correct))
     flat = {f"{mode}/{key}": float(mean(values)) for mode, m in per_mode.items() for key, values in m.items()}
     flat["reward_error_rate"] = float(mean(o.error is not None for o in outputs))
     return flat

@@ -6,9 +6,22 @@ from pathlib import Path
 
 from filtering.accuracy import run_filter
 
+from rewards.types import RewardOutput
+
 from .components import build_engine, build_reward_pool
 from .config import UnirlConfig
 from .data import default_source, load_prompts
+
+
+class AccuracyScores:
+    """Training's rewards, scored as the accuracy reward (eval.reward) alone when they include it: a
+    prompt is "always solved" by its answers, not by shaping terms such as arithmetic_steps."""
+
+    def __init__(self, pool, accuracy_reward: str):
+        self.pool, self.accuracy_reward = pool, accuracy_reward
+
+    def score(self, inputs):
+        return [RewardOutput(o.component(self.accuracy_reward), o.error, o.extras) for o in self.pool.score(inputs)]
 
 
 def run_filter_command(cfg: UnirlConfig, data: str | None = None, out: str | None = None, split: str = "train") -> dict:
@@ -20,9 +33,10 @@ def run_filter_command(cfg: UnirlConfig, data: str | None = None, out: str | Non
     rewards = build_reward_pool(cfg)
     engine = build_engine(cfg, cfg.model_path)
     run_key = {"model": str(Path(cfg.model_path).resolve()), "rollout": cfg.rollout.model_dump(mode="json"),
-               "rewards": cfg.rewards.model_dump(mode="json")}
+               "rewards": cfg.rewards.model_dump(mode="json"), "accuracy_reward": cfg.eval.reward}
     try:
-        report = run_filter(engine, rewards, dataset, out_dir, samples=cfg.filter.samples, run_key=run_key)
+        report = run_filter(engine, AccuracyScores(rewards, cfg.eval.reward), dataset, out_dir,
+                            samples=cfg.filter.samples, run_key=run_key)
     finally:
         engine.shutdown()
         rewards.close()

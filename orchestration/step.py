@@ -38,7 +38,8 @@ def score(pending, rewards, rows: list[dict], reference=None) -> ScoredRollout:
     if reference is not None:
         with timer("reference"):
             ref_logprobs = reference([g.prompt_token_ids for g in groups for _ in g.samples],
-                                     [s.token_ids for g in groups for s in g.samples])
+                                     [s.token_ids for g in groups for s in g.samples],
+                                     [g.mode for g in groups for _ in g.samples])
     return ScoredRollout(groups, outputs, timer.seconds, ref_logprobs)
 
 
@@ -46,8 +47,10 @@ def collect(rollout, rewards, samples_per_prompt: int, rows: list[dict], seed: i
     return score(submit(rollout, rows, samples_per_prompt, seed), rewards, rows)
 
 
-def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int) -> dict[str, float]:
-    """Takes the learner step on `scored` and syncs the result to the rollout workers as `version`."""
+def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int,
+          accuracy_reward: str | None = None) -> dict[str, float]:
+    """Takes the learner step on `scored` and syncs the result to the rollout workers as `version`;
+    `accuracy_reward` names the reward component that decides the logged accuracy."""
     timer = StageTimer()
     batch, _ = build_batch(scored.groups, scored.outputs, advantage_fn)
     batch.ref_logprobs = scored.ref_logprobs
@@ -56,7 +59,7 @@ def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int) -
     with timer("weight_sync"):
         rollout.update_weights(learner.export_weights(), version=version)
     sampled_by = min(s.policy_version for g in scored.groups for s in g.samples)
-    return {**rollout_metrics(scored.groups, scored.outputs), **learner_metrics, **scored.seconds, **timer.seconds,
+    return {**rollout_metrics(scored.groups, scored.outputs, accuracy_reward), **learner_metrics, **scored.seconds, **timer.seconds,
             "response_tokens": float(sum(len(c) for c in batch.completion_ids)),
             "rollout/staleness": float(version - 1 - sampled_by),  # learner updates the samples lag behind
             "rollout/restarts": float(rollout.restarts)}

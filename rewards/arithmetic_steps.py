@@ -1,14 +1,16 @@
-"""`arithmetic_steps`: every arithmetic line the reasoning shows must be true.
+"""`arithmetic_steps`: every computation the reasoning shows must be written out and true.
 
 For data whose reasoning writes its computation as lines `a <op> b = c` with integers (the built-in
-task suite does): 1.0 when every such line inside the think block is right, else 0.0 with the first
-wrong line as the error. Answers are not checked: combine it with `auto` or `math` in
-`rewards.rewards`. Non-reasoning completions, and reasoning without such lines, score 1.0, so they
-do not move a group's advantage.
+task suite does). Every line inside the think block that contains `=` is a step: 1.0 when every step
+is such a line and right, else 0.0 with the first bad step in extras["wrong_step"] (a wrong step is a
+score, not a failure to score: `error` stays None). Answers are not checked: combine it with `auto`
+or `math` in `rewards.rewards`. Non-reasoning completions, and reasoning without steps, score 1.0, so
+they do not move a group's advantage.
 
 Why it exists: with an outcome reward alone, a sample whose wrong steps land on the right answer
 (`10+1=12`, `12*2=22`) is reinforced like a correct one, which on the built-in model teaches wrong
-arithmetic. The best RL result on the built-in model so far used it (README, "What the demo shows").
+arithmetic. A line with `=` that is not a complete step (`4-2=`) counts as wrong: an earlier version
+skipped such lines, and RL on the built-in model learnt to write them to dodge the check.
 """
 from __future__ import annotations
 
@@ -24,9 +26,11 @@ _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.f
 
 def first_wrong_step(reasoning: str) -> str | None:
     for line in reasoning.splitlines():
+        if "=" not in line:
+            continue
         match = _LINE.match(line)
         if not match:
-            continue
+            return line.strip()
         a, op, b, shown = int(match[1]), match[2], int(match[3]), int(match[4])
         if op == "/" and (b == 0 or a % b):
             return line.strip()
@@ -45,5 +49,5 @@ class ArithmeticStepsReward:
                 outputs.append(RewardOutput(1.0))
                 continue
             wrong = first_wrong_step(item.completion.split(THINK_CLOSE, 1)[0])
-            outputs.append(RewardOutput(0.0, f"wrong step: {wrong}") if wrong else RewardOutput(1.0))
+            outputs.append(RewardOutput(0.0, extras={"wrong_step": wrong}) if wrong else RewardOutput(1.0))
         return outputs

@@ -17,3 +17,7 @@ class RewardOutput:
     score: float
     error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)  # logged, e.g. pass_fraction
+
+    def component(self, name: str | None) -> float:
+        """The score of the pool's component `name` (RewardPool keeps each one in extras), else the total."""
+        return float(self.extras.get(name, self.score)) if name else self.score

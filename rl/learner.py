@@ -63,6 +63,11 @@ class LearnerConfig:
     old_logprobs: str = "learner"  # behaviour policy for ratios: "learner" (first pass) or "rollout" (batch)
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     attn_implementation: str = "sdpa"
+    # Sampling temperature per mode. Log-probs (policy and reference) are those of softmax(logits / T),
+    # the distribution the samples were drawn from, as TRL's GRPOTrainer and verl compute them: the
+    # policy gradient then optimises the policy as sampled (and evaluated). Missing mode or T = 0: 1.
+    # With old_logprobs="rollout", have the engine return logprobs_mode="processed_logprobs" to match.
+    temperatures: dict[str, float] | None = None
 
     def __post_init__(self):
         if isinstance(self.lora, dict):
@@ -203,10 +208,12 @@ class Learner:
         norm = self._norm(batch)
         advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=self.config.device)
         refs = [None] * len(micro)
+        temperatures = [self._token_temperatures(batch.modes, mb) for mb in micro]
         if self.settings.beta != 0.0:
             refs = [mb.padded_values(batch.ref_logprobs) if batch.ref_logprobs is not None else
-                    self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype)[0]
-                    for mb in micro]
+                    self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype,
+                                               temperature=t)[0]
+                    for mb, t in zip(micro, temperatures)]
         olds = self._initial_old_logprobs(batch, micro)
         keep_old = self.config.steps_per_batch > 1 or self.settings.tis_cap is not None
         first_pass: dict[str, float] = {}
@@ -214,7 +221,8 @@ class Learner:
         for update in range(self.config.steps_per_batch):
             sums: dict[str, float] = defaultdict(float)
             for j, mb in enumerate(micro):
-                logprobs, entropy = self.policy.token_logprobs(mb, autocast_dtype=self.autocast_dtype)
+                logprobs, entropy = self.policy.token_logprobs(mb, autocast_dtype=self.autocast_dtype,
+                                                               temperature=temperatures[j])
                 if keep_old and olds[j] is None:
                     olds[j] = logprobs.detach()
                 inputs = LossInputs(logprobs=logprobs, mask=mb.mask, advantages=advantages[mb.sequence_indices],
@@ -235,8 +243,15 @@ class Learner:
                        step_time_s=time.perf_counter() - started)
         return metrics
 
-    def reference_logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]]) -> list[list[float]] | None:
-        """The frozen reference's log-prob of each completion token, for TrainingBatch.ref_logprobs.
+    def _token_temperatures(self, modes: list[str], mb: MicroBatch) -> torch.Tensor | None:
+        if not self.config.temperatures:
+            return None
+        return mb.token_values([self.config.temperatures.get(mode) or 1.0 for mode in modes])
+
+    def reference_logprobs(self, prompt_ids: list[list[int]], completion_ids: list[list[int]],
+                           modes: list[str]) -> list[list[float]] | None:
+        """The frozen reference's log-prob of each completion token (of the sample's mode), for
+        TrainingBatch.ref_logprobs.
 
         Safe to call on another thread while `step` runs (the reference is a separate module), so the
         loop computes them for the next batch while this one trains. None where a step needs none
@@ -245,7 +260,8 @@ class Learner:
             return None
         out: list[list[float]] = [[] for _ in completion_ids]
         for mb in self._plan(prompt_ids, completion_ids, list(range(len(completion_ids)))):
-            ref = self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype)[0]
+            ref = self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype,
+                                             temperature=self._token_temperatures(modes, mb))[0]
             for row, i in enumerate(mb.sequence_indices):
                 out[i] = ref[row, :len(completion_ids[i])].tolist()
         return out

@@ -47,6 +47,12 @@ class MicroBatch:
         """[n] per-completion-token values -> [N, T], zeros on padding."""
         return flat.new_zeros(self.mask.shape).index_put((self.rows, self.cols), flat)
 
+    def token_values(self, per_sequence: list[float]) -> torch.Tensor:
+        """One value per sequence (indexed like the TrainingBatch) -> [n], one per completion token."""
+        values = torch.tensor([per_sequence[i] for i in self.sequence_indices], dtype=torch.float32,
+                              device=self.mask.device)
+        return values[self.rows]
+
     def padded_values(self, per_sequence: list[list[float]]) -> torch.Tensor:
         """Per-sequence lists (indexed like the TrainingBatch) -> [N, T] float32."""
         flat = [v for i in self.sequence_indices for v in per_sequence[i]]

@@ -93,16 +93,18 @@ class Policy:
                 yield self.hf_model
 
     def token_logprobs(self, micro_batch: MicroBatch, reference: bool = False,
-                       autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-completion-token (logprob, entropy), each [N, T] fp32, zeros on padding.
+                       autocast_dtype: torch.dtype | None = None,
+                       temperature: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-completion-token (logprob, entropy) of softmax(logits / temperature), each [N, T] fp32,
+        zeros on padding; `temperature` is per completion token, in micro_batch.labels' order (None: 1).
         Differentiable for the policy; computed under no_grad for the reference."""
         autocast = (torch.autocast(self.device.type, dtype=autocast_dtype) if autocast_dtype is not None
                     else contextlib.nullcontext())
         if reference:
             with torch.no_grad(), self._reference_mode() as ref, autocast:
-                return self._forward(ref, micro_batch)
+                return self._forward(ref, micro_batch, temperature)
         with autocast:
-            return self._forward(self.hf_model, micro_batch)
+            return self._forward(self.hf_model, micro_batch, temperature)
 
     def _attention_mask(self, hf_model, micro_batch: MicroBatch):
         """None (the model's own causal masks), or the "shared_prompt" tree masks for each layer type."""
@@ -119,12 +121,14 @@ class Policy:
         return {kind: shared_prompt_attention(micro_batch.position_ids, micro_batch.segment_ids, config.sliding_window)
                 if kind == "sliding_attention" else full for kind in layer_types}
 
-    def _forward(self, hf_model, micro_batch: MicroBatch):
+    def _forward(self, hf_model, micro_batch: MicroBatch, temperature: torch.Tensor | None = None):
         backbone = hf_model.base_model
         hidden = backbone(input_ids=micro_batch.input_ids, position_ids=micro_batch.position_ids,
                           attention_mask=self._attention_mask(hf_model, micro_batch),
                           use_cache=False).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, micro_batch.hidden_index)
+        if temperature is not None:  # logits / T == (hidden / T) @ W.T, and the LM head has no bias
+            hidden = hidden / temperature.to(hidden.dtype)[:, None]
         weight = hf_model.get_output_embeddings().weight
         logprobs, entropy = chosen_token_logprobs(hidden, weight, micro_batch.labels, self.chunk_tokens)
         return micro_batch.to_padded(logprobs), micro_batch.to_padded(entropy)

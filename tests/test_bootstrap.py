@@ -6,6 +6,7 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from orchestration.bootstrap.sft import UNWORKED_THOUGHT, sft_example, sft_reasoning
 from orchestration.bootstrap.tasks import generate_tasks
 from rollout.types import GenerationRequest
 
@@ -42,8 +43,23 @@ def test_checkpoint_folder(tiny_checkpoint):
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     tokens = {"reasoning": 0, "non_reasoning": 0}
     for row in train:
-        tokens[row["mode"]] += len(tok(row["prompt"] + row["reasoning"] * (row["mode"] == "reasoning") + row["solution"])["input_ids"])
+        tokens[row["mode"]] += len(tok(row["prompt"] + sft_reasoning(row) * (row["mode"] == "reasoning") + row["solution"])["input_ids"])
     assert 1.2 < tokens["reasoning"] / tokens["non_reasoning"] < 1.8  # 1.5:1 counted on full renders
+    math_rows = [row for row in train if row["domain"] == "math"]
+    unworked = sum(not row["worked"] for row in math_rows) / len(math_rows)
+    assert 0.2 < unworked < 0.4  # unworked_share 0.3
+    assert all(row["worked"] for split in ("validation", "test") for row in data[split])
+    assert all(row["worked"] for row in train if row["domain"] == "code")
+
+
+def test_unworked_rows_show_no_steps_in_their_think_block():
+    worked = {"prompt": "Ana has 2 pens. Ana finds 3 more.", "reasoning": "2+3=5", "solution": "The answer is \\boxed{5}.",
+              "worked": True}
+    unworked = dict(worked, worked=False)
+    assert sft_example(worked, "reasoning")["completion"][0]["reasoning_content"] == "2+3=5"
+    assert sft_example(unworked, "reasoning")["completion"][0]["reasoning_content"] == UNWORKED_THOUGHT
+    assert "reasoning_content" not in sft_example(unworked, "non_reasoning")["completion"][0]
+    assert sft_example(unworked, "reasoning")["completion"][0]["content"] == worked["solution"]
 
 
 @pytest.mark.slow

@@ -7,7 +7,7 @@ from orchestration.config import ConfigError, load_config
 def test_defaults_and_nested_override_keeps_siblings():
     cfg = load_config(None, ["rollout.reasoning.max_tokens=32", "train.steps=7"])
     assert cfg.rollout.reasoning.max_tokens == 32
-    assert cfg.rollout.reasoning.temperature == 0.6  # sibling default kept
+    assert cfg.rollout.reasoning.temperature == 1.0  # sibling default kept
     assert cfg.train.steps == 7
 
 

@@ -277,3 +277,25 @@ def test_killed_process_resumes_to_identical_output(tmp_path):
     rows_a, report_a = read_output(tmp_path / "straight")
     rows_b, report_b = read_output(out)
     assert rows_a == rows_b and comparable(report_a) == comparable(report_b)
+
+
+class ConstantReward:
+    def __init__(self, name: str, value: float):
+        self.name, self.value = name, value
+
+    def __call__(self, inputs):
+        return [RewardOutput(self.value) for _ in inputs]
+
+
+def test_unirl_filter_counts_answers_not_shaping_terms():
+    """auto + arithmetic_steps: a wrong answer with sound steps totals 1.0, which alone would count as
+    correct; `unirl filter` scores the accuracy reward (eval.reward) alone."""
+    from orchestration.prefilter import AccuracyScores
+    from rewards.pool import RewardPool
+    from rewards.types import RewardInput
+
+    pool = RewardPool([(ConstantReward("auto", 0.0), 1.0), (ConstantReward("arithmetic_steps", 1.0), 1.0)])
+    inputs = [RewardInput("4+1=5\n</think>\n\nThe answer is \\boxed{6}.", "reasoning", {})]
+    assert pool.score(inputs)[0].score == 1.0
+    assert AccuracyScores(pool, "auto").score(inputs)[0].score == 0.0
+    assert AccuracyScores(pool, "not_in_pool").score(inputs)[0].score == 1.0  # no such component: the total

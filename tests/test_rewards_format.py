@@ -35,7 +35,10 @@ def test_arithmetic_steps_reward_checks_every_shown_step_not_the_answer():
     wrong_answer = "10+1=11\n11*2=22\n</think>\n\nThe answer is \\boxed{23}."  # steps right: scored 1
     division = "12/4=3\n7/2=3\n</think>\n\n3"
     no_steps = "I just know it\n</think>\n\n5"
-    out = reward([RewardInput(t, "reasoning", {}) for t in (lucky, sound, wrong_answer, division, no_steps)]
+    unfinished = "4-2=\n</think>\n\nThe answer is \\boxed{2}."  # dodges a check that skips what it cannot parse
+    out = reward([RewardInput(t, "reasoning", {}) for t in (lucky, sound, wrong_answer, division, no_steps, unfinished)]
                  + [RewardInput("10+1=12", "non_reasoning", {})])
-    assert [o.score for o in out] == [0.0, 1.0, 1.0, 0.0, 1.0, 1.0]
-    assert out[0].error == "wrong step: 10+1=12" and out[3].error == "wrong step: 7/2=3"
+    assert [o.score for o in out] == [0.0, 1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    assert out[0].extras["wrong_step"] == "10+1=12" and out[3].extras["wrong_step"] == "7/2=3"
+    assert out[5].extras["wrong_step"] == "4-2="
+    assert all(o.error is None for o in out)

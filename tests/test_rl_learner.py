@@ -70,6 +70,27 @@ def test_micro_batch_logprobs_equal_one_sequence_at_a_time_and_trl(model_dir, tm
     torch.testing.assert_close(entropy[mask], trl_entropy[mask], rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize("layout", ["padded", "packed", "shared_prompt"])
+def test_logprobs_are_of_each_modes_sampling_temperature(model_dir, layout):
+    """The samples came from softmax(logits / T) of their mode: that is the distribution whose
+    log-probs the loss (and the reference) must use, as TRL and verl do."""
+    temperatures = {"reasoning": 0.6, "non_reasoning": 0.4}
+    learner = Learner(config(model_dir, temperatures=temperatures, beta=0.05))
+    batch = random_batch(4, 2, VOCAB, seed=5)
+    micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))), layout)
+    with torch.no_grad():
+        ours, _ = learner.policy.token_logprobs(micro, temperature=learner._token_temperatures(batch.modes, micro))
+    reference = learner.reference_logprobs(batch.prompt_ids, batch.completion_ids, batch.modes)
+    for i, (prompt, completion) in enumerate(zip(batch.prompt_ids, batch.completion_ids)):
+        with torch.no_grad():
+            logits = learner.policy.hf_model(torch.tensor([prompt + completion])).logits[0].double()
+        scaled = (logits / temperatures[batch.modes[i]]).log_softmax(-1)[len(prompt) - 1:len(prompt) - 1 + len(completion)]
+        expected = scaled.gather(1, torch.tensor(completion)[:, None]).squeeze(1)
+        torch.testing.assert_close(ours[i, :len(completion)].double(), expected, rtol=0, atol=2e-6)
+        torch.testing.assert_close(torch.tensor(reference[i]).double(), expected, rtol=0, atol=2e-6)
+    assert len(set(batch.modes)) == 2
+
+
 def test_one_agapo_step_moves_logprobs_with_the_advantage_sign(model_dir):
     learner = Learner(config(model_dir, loss="agapo", lr=5e-3))
     prompt = [5, 9, 11]
@@ -105,16 +126,17 @@ def test_reference_logprobs_computed_ahead_give_the_same_steps(model_dir):
     import threading
 
     batches = [random_batch(4, 4, VOCAB, seed=s) for s in (3, 4)]
-    inline = Learner(config(model_dir, loss="agapo", beta=0.05, micro_batch_tokens=40))
-    ahead = Learner(config(model_dir, loss="agapo", beta=0.05, micro_batch_tokens=40))
+    temperatures = {"reasoning": 0.6, "non_reasoning": 0.4}
+    inline = Learner(config(model_dir, loss="agapo", beta=0.05, micro_batch_tokens=40, temperatures=temperatures))
+    ahead = Learner(config(model_dir, loss="agapo", beta=0.05, micro_batch_tokens=40, temperatures=temperatures))
     metrics = [inline.step(b) for b in batches]
     refs = {}
-    worker = threading.Thread(target=lambda: refs.setdefault(0, ahead.reference_logprobs(batches[0].prompt_ids,
-                                                                                         batches[0].completion_ids)))
+    worker = threading.Thread(target=lambda: refs.setdefault(0, ahead.reference_logprobs(
+        batches[0].prompt_ids, batches[0].completion_ids, batches[0].modes)))
     worker.start()
     worker.join()
     ahead_metrics = [ahead.step(replace(batches[0], ref_logprobs=refs[0]))]
-    second_ref = ahead.reference_logprobs(batches[1].prompt_ids, batches[1].completion_ids)
+    second_ref = ahead.reference_logprobs(batches[1].prompt_ids, batches[1].completion_ids, batches[1].modes)
     assert [len(r) for r in second_ref] == [len(c) for c in batches[1].completion_ids]
     ahead_metrics.append(ahead.step(replace(batches[1], ref_logprobs=second_ref)))
     drop = ("step_time_s",)
@@ -122,7 +144,8 @@ def test_reference_logprobs_computed_ahead_give_the_same_steps(model_dir):
         [{k: v for k, v in m.items() if k not in drop} for m in metrics]
     a, b = inline.export_weights(), ahead.export_weights()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert Learner(config(model_dir, beta=0.0)).reference_logprobs(batches[0].prompt_ids, batches[0].completion_ids) is None
+    assert Learner(config(model_dir, beta=0.0)).reference_logprobs(
+        batches[0].prompt_ids, batches[0].completion_ids, batches[0].modes) is None
     with pytest.raises(ValueError, match="ref_logprobs"):
         inline.step(replace(batches[0], ref_logprobs=[r[:-1] for r in refs[0]]))
 

@@ -13,6 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from orchestration.batch_builder import build_batch
+from orchestration.metrics import rollout_metrics
 from orchestration.sampler import PromptSampler
 from rewards.types import RewardOutput
 from rl.advantages import agapo
@@ -45,6 +46,17 @@ def test_batch_builder_lays_out_groups():
     assert rewards.shape == (2, 3) and batch.group_ids == [0, 0, 0, 1, 1, 1]
     assert batch.advantages[0] > 0 > batch.advantages[1] and batch.advantages[3:] == [batch.advantages[3]] * 3
     assert batch.completion_ids[4] == [4] and batch.prompt_ids[5] == [1, 2]
+
+
+def test_logged_accuracy_counts_the_accuracy_reward_not_shaping_terms():
+    groups = [RolloutGroup("0", "reasoning", [1], [Sample([2], [-0.5], "t", "stop") for _ in range(2)])]
+    # auto + arithmetic_steps: a wrong answer with sound steps totals 1.0, yet is not correct
+    outputs = [RewardOutput(2.0, extras={"auto": 1.0, "arithmetic_steps": 1.0}),
+               RewardOutput(1.0, extras={"auto": 0.0, "arithmetic_steps": 1.0})]
+    logged = rollout_metrics(groups, outputs, accuracy_reward="auto")
+    assert logged["reasoning/accuracy"] == 0.5 and logged["reasoning/reward"] == 1.5
+    assert logged["reasoning/group_all_correct"] == 0.0 and logged["reasoning/group_all_wrong"] == 0.0
+    assert rollout_metrics(groups, outputs)["reasoning/accuracy"] == 1.0  # no such component: the total
 
 
 def _weights(run_dir: Path, step: int) -> dict:

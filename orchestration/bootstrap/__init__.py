@@ -13,7 +13,7 @@ from datasets import Dataset, DatasetDict
 
 from ..config import BootstrapConfig
 from .model import TinyModelShape, build_tiny_model
-from .sft import run_sft, sft_example
+from .sft import UNWORKED_THOUGHT, run_sft, sft_example
 from .tasks import generate_tasks, task_rows
 from .tokenizer import train_tokenizer
 
@@ -50,7 +50,11 @@ def bootstrap(cfg: BootstrapConfig, out: str | Path | None = None) -> Path:
         {"train": cfg.train_size, "validation": cfg.validation_size, "test": cfg.test_size}, cfg.code_share, cfg.seed
     )
     rows = {name: task_rows(tasks) for name, tasks in splits.items()}
-    corpus = [f"{r['prompt']}\n{r['reasoning']}\n{r['solution']}" for r in rows["train"]]
+    for name, split in rows.items():
+        for row in split:
+            row["worked"] = not (name == "train" and row["domain"] == "math" and rng.random() < cfg.unworked_share)
+    corpus = [f"{r['prompt']}\n{r['reasoning']}\n{r['solution']}" + ("" if r["worked"] else f"\n{UNWORKED_THOUGHT}")
+              for r in rows["train"]]
     tokenizer = train_tokenizer(corpus, cfg.vocab_size)
     _assign_modes(rows["train"], tokenizer, cfg.reasoning_token_ratio, rng)
     for name in ("validation", "test"):  # evaluated in both modes; the column records a default

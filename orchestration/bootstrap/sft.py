@@ -12,11 +12,20 @@ from trl import SFTConfig, SFTTrainer
 log = logging.getLogger(__name__)
 
 
+# The think block of an unworked example: the answer follows without the work (BootstrapConfig.unworked_share).
+UNWORKED_THOUGHT = "I can answer this directly."
+
+
+def sft_reasoning(task: dict) -> str:
+    """What the SFT example's think block holds: the worked steps, or for an unworked row none."""
+    return task["reasoning"] if task.get("worked", True) else UNWORKED_THOUGHT
+
+
 def sft_example(task: dict, mode: str) -> dict:
     """A conversational prompt-completion row; TRL renders it through the chat template in `mode`."""
     answer = {"role": "assistant", "content": task["solution"]}
     if mode == "reasoning":
-        answer["reasoning_content"] = task["reasoning"]
+        answer["reasoning_content"] = sft_reasoning(task)
     return {
         "prompt": [{"role": "user", "content": task["prompt"]}],
         "completion": [answer],
