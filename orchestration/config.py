@@ -77,9 +77,9 @@ class RolloutConfig(Section):
     engine: Literal["vllm", "hf"] = "vllm"
     num_workers: int = Field(1, gt=0)
     samples_per_prompt: int = Field(8, gt=0)  # G
-    # Training samples at T=1: the policy gradient is E[A * grad log pi(o)] for o drawn from pi itself.
-    # Sampled at the recommended T=0.6 instead, RL on the built-in model sharpened it onto its current
-    # (often wrong) answers (README, "What the demo shows"). Evaluation keeps the recommended settings (eval.*).
+    # Training samples the policy itself (T=1), as TRL and verl do by default. Any T > 0 stays on-policy:
+    # the learner's log-probs are taken at these temperatures (loop.learner_config). Evaluation keeps
+    # the model's recommended settings (eval.*).
     reasoning: SamplingSection = SamplingSection(temperature=1.0)
     non_reasoning: SamplingSection = SamplingSection(temperature=1.0)
     gpu_memory_utilization: float = Field(0.1, gt=0, le=1)

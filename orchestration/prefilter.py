@@ -5,7 +5,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 from filtering.accuracy import run_filter
-
 from rewards.types import RewardOutput
 
 from .components import build_engine, build_reward_pool
