@@ -51,3 +51,12 @@ def build_reward_pool(cfg: UnirlConfig, evaluation: bool = False) -> RewardPool:
     specs = [(cfg.eval.reward, 1.0)] if evaluation else [(spec.name, spec.weight) for spec in cfg.rewards.rewards]
     rewards = [(load_reward(name), weight) for name, weight in specs]
     return RewardPool(rewards, num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s)
+
+
+def accuracy_reward_name(cfg: UnirlConfig, pool: RewardPool) -> str | None:
+    """The name under which the pool reports eval.reward's own score (RewardOutput.extras), when
+    training uses it; a plug-in's name is its function's, not its spec. None: training does not."""
+    for spec, (fn, _) in zip(cfg.rewards.rewards, pool.rewards):
+        if spec.name == cfg.eval.reward:
+            return fn.name
+    return None

@@ -16,7 +16,7 @@ from rollout.types import MODES
 from rollout.worker import current_node
 
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
-from .components import build_reward_pool, engine_kwargs
+from .components import accuracy_reward_name, build_reward_pool, engine_kwargs
 from .config import UnirlConfig, dump_config
 from .data import default_source, load_prompts
 from .metrics import MetricsLogger
@@ -60,6 +60,7 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
     dataset = load_prompts(cfg, cfg.data.train or default_source(cfg), "train")
     sampler = PromptSampler(len(dataset), cfg.train.seed, **state.sampler)
     rewards = build_reward_pool(cfg)
+    accuracy_reward = accuracy_reward_name(cfg, rewards)
     advantage_fn = get_advantage(cfg.algorithm.advantage)
     init_ray()
     rollout = RolloutPool(cfg.rollout.num_workers, {**engine_kwargs(cfg, start_model), "policy_version": state.step},
@@ -83,7 +84,7 @@ def train(cfg: UnirlConfig, resume: bool = False) -> Path:
             # no batch generated ahead across a checkpoint, so resume stays exact
             scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
             metrics.log(step, learn(scored, rollout, learner, advantage_fn, version=step,
-                                        accuracy_reward=cfg.eval.reward))
+                                        accuracy_reward=accuracy_reward))
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors

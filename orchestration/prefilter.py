@@ -7,7 +7,7 @@ from pathlib import Path
 from filtering.accuracy import run_filter
 from rewards.types import RewardOutput
 
-from .components import build_engine, build_reward_pool
+from .components import accuracy_reward_name, build_engine, build_reward_pool
 from .config import UnirlConfig
 from .data import default_source, load_prompts
 
@@ -16,7 +16,7 @@ class AccuracyScores:
     """Training's rewards, scored as the accuracy reward (eval.reward) alone when they include it: a
     prompt is "always solved" by its answers, not by shaping terms such as arithmetic_steps."""
 
-    def __init__(self, pool, accuracy_reward: str):
+    def __init__(self, pool, accuracy_reward: str | None):
         self.pool, self.accuracy_reward = pool, accuracy_reward
 
     def score(self, inputs):
@@ -34,7 +34,7 @@ def run_filter_command(cfg: UnirlConfig, data: str | None = None, out: str | Non
     run_key = {"model": str(Path(cfg.model_path).resolve()), "rollout": cfg.rollout.model_dump(mode="json"),
                "rewards": cfg.rewards.model_dump(mode="json"), "accuracy_reward": cfg.eval.reward}
     try:
-        report = run_filter(engine, AccuracyScores(rewards, cfg.eval.reward), dataset, out_dir,
+        report = run_filter(engine, AccuracyScores(rewards, accuracy_reward_name(cfg, rewards)), dataset, out_dir,
                             samples=cfg.filter.samples, run_key=run_key)
     finally:
         engine.shutdown()

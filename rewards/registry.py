@@ -2,7 +2,7 @@
 
 Specs:
 - built-ins: "auto" (route on reference["domain"], gated on format), "math", "code", "format",
-  "arithmetic_steps" (every `a op b = c` line of the reasoning is true);
+  "arithmetic_steps" (every line with `=` in the reasoning is a true `a op b = c`);
 - dotted path: "my_pkg.rewards:length_penalty";
 - file path: "path/to/file.py:compute_score";
 - entry point: "ep:GROUP:NAME" (or "ep:NAME" for the group "unirl.rewards").

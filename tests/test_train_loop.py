@@ -59,6 +59,19 @@ def test_logged_accuracy_counts_the_accuracy_reward_not_shaping_terms():
     assert rollout_metrics(groups, outputs)["reasoning/accuracy"] == 1.0  # no such component: the total
 
 
+def test_accuracy_reward_is_found_by_its_spec_also_for_a_plug_in(tmp_path):
+    from orchestration.components import accuracy_reward_name, build_reward_pool
+    from orchestration.config import load_config
+
+    plugin = tmp_path / "checks.py"
+    plugin.write_text("def answer_check(completions, **columns):\n    return [1.0 for _ in completions]\n")
+    rewards = f"rewards.rewards=[{{name: '{plugin}:answer_check'}}, {{name: arithmetic_steps}}]"
+    cfg = load_config(None, [rewards, f"eval.reward={plugin}:answer_check"])
+    pool = build_reward_pool(cfg)
+    assert accuracy_reward_name(cfg, pool) == "answer_check"  # the key the pool's extras use
+    assert accuracy_reward_name(load_config(None, [rewards]), pool) is None  # eval.reward "auto" is not trained
+
+
 def _weights(run_dir: Path, step: int) -> dict:
     return load_file(run_dir / "checkpoints" / f"step_{step:06d}" / "policy" / "model.safetensors")
 
