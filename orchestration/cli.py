@@ -24,7 +24,7 @@ def cmd_bootstrap(args) -> int:
 
     cfg = _config(args)
     out = Path(args.out or cfg.bootstrap.out)
-    if is_bootstrapped(out) and not args.force:
+    if is_bootstrapped(out, cfg.bootstrap) and not args.force:
         print(f"bootstrap checkpoint already at {out} (use --force to rebuild)")
         return 0
     bootstrap(cfg.bootstrap, out)
@@ -97,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     p = command("bootstrap", cmd_bootstrap, "build the built-in tiny SFT checkpoint")
     p.add_argument("--out", help="checkpoint folder (default: bootstrap.out)")
     p.add_argument("--force", action="store_true", help="rebuild even if it exists")
-    p = command("eval", cmd_eval, "greedy evaluation in both modes")
+    p = command("eval", cmd_eval, "pass@1 in both modes, at each mode's recommended sampling (eval.*)")
     p.add_argument("--model", help="checkpoint folder (default: the bootstrap checkpoint)")
     p.add_argument("--data", help="dataset (default: the model's bundled task suite)")
     p.add_argument("--split", default=None, help="split name (default: eval.split)")

@@ -49,10 +49,10 @@ class BootstrapConfig(Section):
     shape: ModelShape = ModelShape()
     reasoning_token_ratio: float = Field(1.5, gt=0)  # reasoning : non-reasoning SFT tokens (the report's 1.5:1)
     # Share of the math SFT rows whose reasoning-mode think block skips the work ("I can answer this
-    # directly."), as short traces in distilled SFT data do. The bootstrapped model then sometimes
-    # answers unworked in reasoning mode, and worse; RL with verifiable rewards learns to work problems
-    # out (README, "What the demo shows"). The answers are always right; rows record it as `worked`.
-    unworked_share: float = Field(0.3, ge=0, le=1)
+    # directly."), as short traces in distilled SFT data do. The bootstrapped model then answers about
+    # half the math problems unworked in reasoning mode, and worse; RL with verifiable rewards learns to
+    # work them out (README, "What the demo shows"). The answers are always right; rows record `worked`.
+    unworked_share: float = Field(0.5, ge=0, le=1)
     sft_steps: int = Field(1200, gt=0)
     sft_batch_size: int = Field(32, gt=0)
     sft_learning_rate: float = Field(2e-3, gt=0)

@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 
 def run_demo(cfg: UnirlConfig, root: Path) -> dict:
-    if cfg.model is None and not is_bootstrapped(cfg.bootstrap.out):
+    if cfg.model is None and not is_bootstrapped(cfg.bootstrap.out, cfg.bootstrap):
         bootstrap(cfg.bootstrap)
     root.mkdir(parents=True, exist_ok=True)
     before = run_eval(cfg)

@@ -22,8 +22,22 @@ DATA_DIR = "data"  # inside the checkpoint folder: the task suite as a `datasets
 INFO_FILE = "bootstrap.json"
 
 
-def is_bootstrapped(out: str | Path) -> bool:
-    return (Path(out) / INFO_FILE).is_file()
+# Settings that change how long the build takes or where it lands, not what it builds.
+_BUILD_ONLY = {"out", "sft_time_limit_s", "torch_threads"}
+
+
+def is_bootstrapped(out: str | Path, cfg: BootstrapConfig) -> bool:
+    """A checkpoint is at `out`, built with `cfg`'s settings (an older build is stale, not reused)."""
+    info = Path(out) / INFO_FILE
+    if not info.is_file():
+        return False
+    def settings(config: dict) -> dict:
+        return {k: v for k, v in config.items() if k not in _BUILD_ONLY}
+
+    if settings(json.loads(info.read_text())["config"]) == settings(cfg.model_dump(mode="json")):
+        return True
+    log.info("bootstrap checkpoint at %s was built with other settings: rebuilding", out)
+    return False
 
 
 def _assign_modes(rows: list[dict], tokenizer, ratio: float, rng: random.Random) -> None:
