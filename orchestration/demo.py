@@ -1,4 +1,4 @@
-"""`unirl demo` (`make demo`): bootstrap (reused) -> eval -> filter -> train -> eval, with a summary."""
+"""`unirl demo` (`make demo`): bootstrap (reused while its settings hold) -> eval -> filter -> train -> eval, with a summary."""
 from __future__ import annotations
 
 import logging

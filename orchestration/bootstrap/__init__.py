@@ -26,15 +26,16 @@ INFO_FILE = "bootstrap.json"
 _BUILD_ONLY = {"out", "sft_time_limit_s", "torch_threads"}
 
 
+def _build_settings(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in _BUILD_ONLY}
+
+
 def is_bootstrapped(out: str | Path, cfg: BootstrapConfig) -> bool:
     """A checkpoint is at `out`, built with `cfg`'s settings (an older build is stale, not reused)."""
     info = Path(out) / INFO_FILE
     if not info.is_file():
         return False
-    def settings(config: dict) -> dict:
-        return {k: v for k, v in config.items() if k not in _BUILD_ONLY}
-
-    if settings(json.loads(info.read_text())["config"]) == settings(cfg.model_dump(mode="json")):
+    if _build_settings(json.loads(info.read_text())["config"]) == _build_settings(cfg.model_dump(mode="json")):
         return True
     log.info("bootstrap checkpoint at %s was built with other settings: rebuilding", out)
     return False
