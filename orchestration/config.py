@@ -62,15 +62,13 @@ class BootstrapConfig(Section):
     torch_threads: int = Field(0, ge=0)
 
 
-class SamplingSection(Section):
-    temperature: float = Field(ge=0)
-    top_p: float = Field(0.95, gt=0, le=1)
-    max_tokens: int = Field(160, gt=0)
-
-
 class EvalSampling(Section):
     temperature: float = Field(ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
+
+
+class SamplingSection(EvalSampling):
+    max_tokens: int = Field(160, gt=0)
 
 
 class RolloutConfig(Section):
