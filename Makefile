@@ -11,13 +11,14 @@ install: .venv/.installed
 	test -x $(PY) || python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-deps -r requirements/cpu.lock
+	$(PY) -m pip uninstall -y -q unirl 2>/dev/null || true  # the project's earlier name
 	$(PY) -m pip install -q --no-deps -e .
 	$(PY) -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
-	$(PY) -c "import vllm, ray, trl, peft, datasets, math_verify, transformers; print('unirl environment ready')"
+	$(PY) -c "import vllm, ray, trl, peft, datasets, math_verify, transformers; print('dualmode-rl environment ready')"
 	touch $@
 
 demo: install
-	.venv/bin/unirl demo configs/demo.yaml
+	.venv/bin/dualmode-rl demo configs/demo.yaml
 
 test: install
 	.venv/bin/pytest -q

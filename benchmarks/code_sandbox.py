@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rewards.code import CodeReward  # noqa: E402
-from rewards.sandbox import Sandbox  # noqa: E402
-from rewards.sandbox_jail import SAFE_ENV, Limits  # noqa: E402
-from rewards.types import RewardInput  # noqa: E402
+from dualmode_rl.rewards.code import CodeReward  # noqa: E402
+from dualmode_rl.rewards.sandbox import Sandbox  # noqa: E402
+from dualmode_rl.rewards.sandbox_jail import SAFE_ENV, Limits  # noqa: E402
+from dualmode_rl.rewards.types import RewardInput  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "humaneval" / "HumanEval.jsonl.gz"
 WORKERS, TIMEOUT_S = 2, 10.0

@@ -1,18 +1,18 @@
-"""End-to-end RL throughput: unirl's loop against TRL's `GRPOTrainer`, side by side in one run.
+"""End-to-end RL throughput: dualmode-rl's loop against TRL's `GRPOTrainer`, side by side in one run.
 
-One RL step = generation + reward + advantages + learner step (+ weight sync for unirl). Both sides:
+One RL step = generation + reward + advantages + learner step (+ weight sync for dualmode-rl). Both sides:
 the same model (a random-weight tiny Exaone4 with a trained BPE tokenizer), the same 16 prompts x 4
 completions = 64 completions per step rendered through the same chat template in reasoning mode, at
 most 64 new tokens sampled at T=0.6 / top-p 0.95, the same reward function (`digit_share`, a
-TRL-convention function that unirl loads as a plug-in), the same loss (GRPO: group-normalised
+TRL-convention function that dualmode-rl loads as a plug-in), the same loss (GRPO: group-normalised
 advantages, token-level clipped ratio, k3 KL with `--beta`), one optimizer step per 64 completions
 with the same micro-batch size, AdamW with a constant learning rate and clipping 1.0, fp32, CPU,
 the same number of torch threads in the driver process.
 
-- unirl: the components `unirl train` builds (orchestration/loop.py): a `RolloutPool` with one Ray
+- dualmode-rl: the components `dualmode-rl train` builds (orchestration/loop.py): a `RolloutPool` with one Ray
   actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, `Learner.step`, then
   `RolloutPool.update_weights`. By default with `rollout.max_staleness: 1` (the loop's asynchronous
-  rollout): the next batch is generated while the learner steps, so unirl trains on samples one
+  rollout): the next batch is generated while the learner steps, so dualmode-rl trains on samples one
   update old where TRL's are on-policy; `--max-staleness 0` compares the on-policy loop. The learner
   uses `algorithm.micro_batch_layout: shared_prompt` (a group's prompt is run once per micro-batch,
   same log-probs and gradients; `--layout padded` turns it off), and the frozen reference's
@@ -21,17 +21,17 @@ the same number of torch threads in the driver process.
   reaches for without a separate vLLM server. TRL's defaults of `gradient_checkpointing=True` and
   `bf16=True` are turned off to match (fp32, no recomputation).
 
-The two alternate step by step (a unirl step runs inside TRL's `on_step_end` callback, outside
+The two alternate step by step (a dualmode-rl step runs inside TRL's `on_step_end` callback, outside
 TRL's timed interval), so load from other processes on the machine hits both alike. The first step
 of each is a warm-up and is not counted; medians of the rest are compared. Completion lengths are
-not forced (unirl's engine does not expose vLLM's `ignore_eos`); mean generated tokens per step are
+not forced (dualmode-rl's engine does not expose vLLM's `ignore_eos`); mean generated tokens per step are
 reported for both and the ratio is also given in completion tokens/s.
 
     .venv/bin/python benchmarks/e2e_vs_trl.py [--shape 30m|3m] [--steps 4] [--threads 1] [--vllm-bind nobind]
         [--max-staleness 0|1] [--layout shared_prompt|padded]
     .venv/bin/python benchmarks/e2e_vs_trl.py --quick      # tiny settings for the test
 
-The last line printed is JSON: `ratio` = unirl samples/s / TRL samples/s, both step times, unirl's
+The last line printed is JSON: `ratio` = dualmode-rl samples/s / TRL samples/s, both step times, dualmode-rl's
 stage times (with --max-staleness 1, `time/rollout`, `time/reward` and `time/reference` run on the
 background thread, overlapping `time/learner`; `time/rollout_wait` is what the step waited for them), TRL's
 generation time and the settings.
@@ -77,7 +77,7 @@ def digit_share(completions, **kwargs) -> list[float]:
     """The shared reward, in TRL's convention: the share of digit characters in the completion.
 
     Cheap and varied on a random-weight model, so advantages are non-zero on both sides. TRL hands
-    conversational completions as message lists, unirl hands plain strings."""
+    conversational completions as message lists, dualmode-rl hands plain strings."""
     texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
     return [sum(ch.isdigit() for ch in t) / max(len(t), 1) for t in texts]
 
@@ -101,8 +101,8 @@ def tokenizer_corpus(lines: int = 2000) -> list[str]:
 
 def build_model(out_dir: Path, shape: str) -> int:
     """A random-weight Exaone4 of `shape` plus a 400-token BPE tokenizer, saved in HF format (fp32)."""
-    from orchestration.bootstrap.model import TinyModelShape, build_tiny_model
-    from orchestration.bootstrap.tokenizer import train_tokenizer
+    from dualmode_rl.orchestration.bootstrap.model import TinyModelShape, build_tiny_model
+    from dualmode_rl.orchestration.bootstrap.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(tokenizer_corpus(), vocab_size=400)
     model = build_tiny_model(tokenizer, TinyModelShape(**SHAPES[shape]), seed=0)
@@ -117,13 +117,13 @@ class UnirlSide:
     def __init__(self, model_dir: Path, args, texts: list[str]):
         import ray
 
-        from orchestration.rollout_ahead import RolloutAhead
-        from rewards.pool import RewardPool
-        from rewards.registry import load_reward
-        from rl.advantages import get_advantage
-        from rl.learner import Learner, LearnerConfig
-        from rollout.modes import ModeSampling, SamplingConfig
-        from rollout.pool import PoolPlacement, RolloutPool
+        from dualmode_rl.orchestration.rollout_ahead import RolloutAhead
+        from dualmode_rl.rewards.pool import RewardPool
+        from dualmode_rl.rewards.registry import load_reward
+        from dualmode_rl.rl.advantages import get_advantage
+        from dualmode_rl.rl.learner import Learner, LearnerConfig
+        from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
+        from dualmode_rl.rollout.pool import PoolPlacement, RolloutPool
 
         self.rows = [{"id": str(i), "prompt": t, "mode": "reasoning"} for i, t in enumerate(texts)]
         self.samples = args.samples
@@ -150,8 +150,8 @@ class UnirlSide:
     def step(self) -> None:
         """One step of orchestration/loop.py. With --max-staleness 1 the next batch is submitted before
         the learner update (RolloutAhead) and waited for, scored, before the step's clock stops, so no
-        unirl work spills into TRL's timed interval."""
-        from orchestration.step import learn
+        dualmode-rl work spills into TRL's timed interval."""
+        from dualmode_rl.orchestration.step import learn
 
         start = time.perf_counter()
         self.version += 1
@@ -189,7 +189,7 @@ class TrlSide:
             per_device_train_batch_size=args.micro_batch,
             gradient_accumulation_steps=completions // args.micro_batch,  # one optimizer step per batch
             max_completion_length=args.tokens, temperature=TEMPERATURE, top_p=TOP_P, use_vllm=False,
-            chat_template_kwargs={"enable_thinking": True},  # reasoning mode, as unirl's requests
+            chat_template_kwargs={"enable_thinking": True},  # reasoning mode, as dualmode-rl's requests
             learning_rate=args.lr, lr_scheduler_type="constant", max_grad_norm=1.0,
             gradient_checkpointing=False, bf16=False, use_cpu=True, model_init_kwargs={"dtype": torch.float32},
             logging_steps=1, save_strategy="no", report_to=[], disable_tqdm=True, seed=0,
@@ -256,7 +256,7 @@ def parse_args():
     p.add_argument("--max-staleness", type=int, default=1, choices=(0, 1),
                    help="rollout.max_staleness: 1 generates step k+1 while step k trains (the loop's async option)")
     p.add_argument("--layout", default="shared_prompt", choices=("padded", "packed", "shared_prompt"),
-                   help="algorithm.micro_batch_layout of unirl's learner: shared_prompt runs each group's prompt once")
+                   help="algorithm.micro_batch_layout of dualmode-rl's learner: shared_prompt runs each group's prompt once")
     p.add_argument("--quick", action="store_true", help="tiny shape, 4 prompts x 2 x 16 tokens, 1 measured step")
     args = p.parse_args()
     if args.quick:
@@ -304,7 +304,7 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
 
     result = report(args, params, ours, trl, clock.times, ours_startup, trl_startup)
-    print(f"unirl {result['unirl_step_s']:.2f} s/step | TRL {result['trl_step_s']:.2f} s/step | "
+    print(f"dualmode-rl {result['dualmode_rl_step_s']:.2f} s/step | TRL {result['trl_step_s']:.2f} s/step | "
           f"ratio {result['ratio']}", file=sys.stderr)
     print(json.dumps(result))
 
@@ -314,12 +314,12 @@ def settings(args, params: int) -> dict:
             "completions_per_step": args.prompts * args.samples, "max_new_tokens": args.tokens,
             "temperature": TEMPERATURE, "top_p": TOP_P, "loss": "grpo", "advantage": "grpo (group-normalised)",
             "beta": args.beta, "lr": args.lr, "micro_batch": args.micro_batch, "optimizer_steps_per_batch": 1,
-            "max_staleness": args.max_staleness, "unirl_layout": args.layout, "measured_steps": args.steps,
+            "max_staleness": args.max_staleness, "dualmode_rl_layout": args.layout, "measured_steps": args.steps,
             "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
             "vllm_bind": args.vllm_bind or "auto", "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
-            "unirl_rollout": "RolloutPool, 1 Ray actor, vLLM",
+            "dualmode_rl_rollout": "RolloutPool, 1 Ray actor, vLLM",
             "trl_generation": "transformers generate (use_vllm=False)",
-            "reward": "digit_share (TRL convention; unirl loads it as a file plug-in)"}
+            "reward": "digit_share (TRL convention; dualmode-rl loads it as a file plug-in)"}
 
 
 def report(args, params: int, ours: UnirlSide, trl: TrlSide, trl_times: list[float],
@@ -332,8 +332,8 @@ def report(args, params: int, ours: UnirlSide, trl: TrlSide, trl_times: list[flo
     return {
         "ratio": round(mine["samples_per_s"] / theirs["samples_per_s"], 3),
         "token_ratio": round(mine["completion_tokens_per_s"] / theirs["completion_tokens_per_s"], 3),
-        "unirl_step_s": mine["step_s"], "trl_step_s": theirs["step_s"],
-        "unirl": {**mine, "stages_s": stages, "startup_s": round(ours_startup, 1),
+        "dualmode_rl_step_s": mine["step_s"], "trl_step_s": theirs["step_s"],
+        "dualmode-rl": {**mine, "stages_s": stages, "startup_s": round(ours_startup, 1),
                   "max_staleness_seen": max(ours.staleness[WARMUP_STEPS:])},
         "trl": {**theirs, "generation_s": round(statistics.median(trl.generation_times[WARMUP_STEPS:]), 3),
                 "startup_s": round(trl_startup, 1)},

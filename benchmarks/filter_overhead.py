@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def small_checkpoint(out: Path) -> Path:
-    from orchestration.bootstrap import bootstrap
-    from orchestration.config import BootstrapConfig, ModelShape
+    from dualmode_rl.orchestration.bootstrap import bootstrap
+    from dualmode_rl.orchestration.config import BootstrapConfig, ModelShape
 
     cfg = BootstrapConfig(train_size=600, validation_size=20, test_size=20, sft_steps=200, sft_batch_size=16,
                           vocab_size=400, shape=ModelShape(hidden_size=128, intermediate_size=384, sliding_window=16))
@@ -46,11 +46,11 @@ def main() -> None:
 
     from datasets import load_from_disk
 
-    from filtering.rows import read_rows, request_for
-    from rewards.pool import RewardPool
-    from rewards.registry import load_reward
-    from rollout.engine import VllmEngine
-    from rollout.modes import ModeSampling, SamplingConfig
+    from dualmode_rl.filtering.rows import read_rows, request_for
+    from dualmode_rl.rewards.pool import RewardPool
+    from dualmode_rl.rewards.registry import load_reward
+    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
     work = Path(tempfile.mkdtemp(prefix="filter_overhead_"))
     model = args.model or small_checkpoint(work / "checkpoint")
@@ -81,8 +81,8 @@ def main() -> None:
 
 def measure_round(engine, rewards, dataset, args, out: Path) -> dict:
     """Raw generation of every chunk (then, apart, the scoring of those samples), then the filter."""
-    from filtering.accuracy import run_filter
-    from filtering.rows import read_rows, request_for, reward_inputs
+    from dualmode_rl.filtering.accuracy import run_filter
+    from dualmode_rl.filtering.rows import read_rows, request_for, reward_inputs
 
     raw = scoring_alone = 0.0
     tokens = 0

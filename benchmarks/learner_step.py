@@ -1,4 +1,4 @@
-"""Learner step throughput: unirl's Learner against TRL's GRPOTrainer training step, same batch.
+"""Learner step throughput: dualmode-rl's Learner against TRL's GRPOTrainer training step, same batch.
 
 CPU (default): a ~3.3M-parameter Exaone4 (hidden 256, 4 layers, 3 local + 1 global), 64 sequences
 (8 prompts x 8 samples) with up to 64 completion tokens, same loss settings, same micro-batch size
@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rl.batch import TrainingBatch  # noqa: E402
-from rl.learner import Learner, LearnerConfig  # noqa: E402
-from rl.trl_inputs import trl_grpo_inputs  # noqa: E402
+from dualmode_rl.rl.batch import TrainingBatch  # noqa: E402
+from dualmode_rl.rl.learner import Learner, LearnerConfig  # noqa: E402
+from dualmode_rl.rl.trl_inputs import trl_grpo_inputs  # noqa: E402
 
 GROUP_SIZE = 8
 PAD_ID = 2

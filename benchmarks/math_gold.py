@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from rewards.math import MathReward, gold_answer  # noqa: E402
-from rewards.pool import RewardPool  # noqa: E402
-from rewards.types import RewardInput  # noqa: E402
+from dualmode_rl.rewards.math import MathReward, gold_answer  # noqa: E402
+from dualmode_rl.rewards.pool import RewardPool  # noqa: E402
+from dualmode_rl.rewards.types import RewardInput  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -26,8 +26,8 @@ MEMORY_SHARE = 0.1  # two or three engines live at once on a 24 GiB machine
 
 
 def build_model(out_dir: Path) -> Path:
-    from orchestration.bootstrap.model import TinyModelShape, build_tiny_model
-    from orchestration.bootstrap.tokenizer import train_tokenizer
+    from dualmode_rl.orchestration.bootstrap.model import TinyModelShape, build_tiny_model
+    from dualmode_rl.orchestration.bootstrap.tokenizer import train_tokenizer
     from rollout_fixtures import arithmetic_corpus
 
     tokenizer = train_tokenizer(arithmetic_corpus(lines=2000), vocab_size=400)
@@ -39,14 +39,14 @@ def build_model(out_dir: Path) -> Path:
 
 
 def make_requests(num_prompts: int, samples: int):
-    from rollout.types import REASONING, GenerationRequest
+    from dualmode_rl.rollout.types import REASONING, GenerationRequest
 
     return [GenerationRequest(f"p{i}", f"Tom has {i} apples and buys {2 * i + 1} more. How many?", REASONING, n=samples)
             for i in range(num_prompts)]
 
 
 class BareVllm:
-    """What a user would write without unirl: one vllm.LLM in this process."""
+    """What a user would write without dualmode-rl: one vllm.LLM in this process."""
 
     def __init__(self, model_dir: Path, sampling, max_model_len: int):
         from transformers import AutoTokenizer
@@ -61,7 +61,7 @@ class BareVllm:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        from rollout.modes import render_prompt_ids
+        from dualmode_rl.rollout.modes import render_prompt_ids
 
         prompts = [TokensPrompt(prompt_token_ids=render_prompt_ids(self.tokenizer, r)) for r in requests]
         params = SamplingParams(n=requests[0].n, temperature=self.mode.temperature, top_p=self.mode.top_p,
@@ -76,7 +76,7 @@ class BareVllm:
 
 class PoolRunner:
     def __init__(self, model_dir: Path, sampling, max_model_len: int, workers: int, cpu_binds=None):
-        from rollout.pool import PoolPlacement, RolloutPool
+        from dualmode_rl.rollout.pool import PoolPlacement, RolloutPool
 
         kwargs = dict(model_path=str(model_dir), sampling=sampling, max_model_len=max_model_len, seed=0,
                       gpu_memory_utilization=MEMORY_SHARE)
@@ -106,7 +106,7 @@ def main() -> None:
 
     import ray
 
-    from rollout.modes import ModeSampling, SamplingConfig
+    from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
     sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, args.tokens),
                               non_reasoning=ModeSampling(0.4, 0.95, args.tokens))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# docs/ray-job.md as one script: start a one-node Ray cluster, submit a short unirl run as a Ray
+# docs/ray-job.md as one script: start a one-node Ray cluster, submit a short dualmode-rl run as a Ray
 # job, print the latest checkpoint, stop the cluster (also when something fails).
 # Usage, from the repository root:
 #   MODEL=/abs/path/to/sft_checkpoint RUN=/abs/path/to/run examples/ray_job.sh
@@ -13,6 +13,6 @@ ray start --head --port=6379 --dashboard-port=8265
 trap 'ray stop' EXIT
 
 ray job submit --address http://127.0.0.1:8265 --working-dir examples -- \
-    unirl train --model "$MODEL" quick.yaml data.train=prompts.jsonl train.out="$RUN"
+    dualmode-rl train --model "$MODEL" quick.yaml data.train=prompts.jsonl train.out="$RUN"
 
 cat "$RUN/checkpoints/latest"

@@ -1,7 +1,7 @@
 """A verl-style reward plug-in: exact match of the last \\boxed{...} answer.
 
 verl convention: `compute_score(data_source, solution_str, ground_truth, extra_info=None)`, called
-once per completion. unirl passes the row's `data_source` column, the raw completion, the row's
+once per completion. dualmode-rl passes the row's `data_source` column, the raw completion, the row's
 `answer` column as `ground_truth`, and the whole row plus `mode` as `extra_info`. Return a float,
 or a dict with a `score` key; the other keys are logged as extra metrics.
 

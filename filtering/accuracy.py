@@ -21,8 +21,8 @@ from typing import Protocol
 from datasets import Dataset
 from tqdm.auto import tqdm
 
-from rewards.types import RewardInput, RewardOutput
-from rollout.types import GenerationRequest, RolloutGroup
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rollout.types import GenerationRequest, RolloutGroup
 
 from .journal import ChunkHeader, ChunkJournal, PromptRecord, SampleRecord
 from .report import FilterReport, PassCountTally, load_plotting, plot_histograms, write_report

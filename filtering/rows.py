@@ -7,8 +7,8 @@ from typing import Iterator
 
 from datasets import Dataset
 
-from rewards.types import RewardInput
-from rollout.types import MODES, GenerationRequest, Sample
+from dualmode_rl.rewards.types import RewardInput
+from dualmode_rl.rollout.types import MODES, GenerationRequest, Sample
 
 REQUIRED_COLUMNS = ("prompt", "mode")
 SCAN_BATCH = 1024

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from rewards.types import RewardInput, RewardOutput
-from rl.batch import TrainingBatch
-from rollout.types import RolloutGroup
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rl.batch import TrainingBatch
+from dualmode_rl.rollout.types import RolloutGroup
 
 
 def reward_inputs(groups: list[RolloutGroup], rows: list[dict]) -> list[RewardInput]:

@@ -23,7 +23,7 @@ class CheckpointError(ValueError):
 def check_model_folder(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_dir():
-        raise CheckpointError(f"{path}: model folder does not exist (run `unirl bootstrap` or pass --model DIR)")
+        raise CheckpointError(f"{path}: model folder does not exist (run `dualmode-rl bootstrap` or pass --model DIR)")
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: not a loadable model: no config.json")
     if not any(path.glob("*.safetensors")) and not any(path.glob("*.bin")):

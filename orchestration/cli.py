@@ -1,4 +1,4 @@
-"""The `unirl` command: bootstrap, eval, verify, filter, train, report, demo."""
+"""The `dualmode-rl` command: bootstrap, eval, verify, filter, train, report, demo."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from .atomic import write_json_atomic
-from .config import ConfigError, UnirlConfig, load_config
+from .config import ConfigError, DualModeConfig, load_config
 
 
-def _config(args) -> UnirlConfig:
+def _config(args) -> DualModeConfig:
     cfg = load_config(args.config, args.overrides)
     if getattr(args, "model", None):
         cfg.model = args.model
@@ -45,7 +45,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from rewards.verify_file import verify_file
+    from dualmode_rl.rewards.verify_file import verify_file
 
     summary = verify_file(args.reward, args.input, args.output)
     print(json.dumps(summary))
@@ -83,7 +83,7 @@ def cmd_demo(args) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unirl", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dualmode-rl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name, handler, help_text, config=True):
@@ -132,18 +132,18 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += rest
     config_arg = getattr(args, "config", None)
     if config_arg and "=" in config_arg and not Path(config_arg).exists():
-        args.overrides.insert(0, config_arg)  # `unirl train a.b=1` without a config file
+        args.overrides.insert(0, config_arg)  # `dualmode-rl train a.b=1` without a config file
         args.config = None
     try:
         return args.handler(args)
     except _user_errors() as exc:
-        print(f"unirl: {exc}", file=sys.stderr)
+        print(f"dualmode-rl: {exc}", file=sys.stderr)
         return 2
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Bad input from the user: reported in one clear line, no traceback."""
-    from rewards.registry import RewardPluginError
+    from dualmode_rl.rewards.registry import RewardPluginError
 
     from .checkpoint import CheckpointError
     from .data import DataError

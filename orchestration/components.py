@@ -3,15 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rewards.pool import RewardPool
-from rewards.registry import load_reward
-from rollout.modes import ModeSampling, SamplingConfig
+from dualmode_rl.rewards.pool import RewardPool
+from dualmode_rl.rewards.registry import load_reward
+from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
 from .checkpoint import check_model_folder
-from .config import UnirlConfig
+from .config import DualModeConfig
 
 
-def sampling_config(cfg: UnirlConfig, evaluation: bool = False) -> SamplingConfig:
+def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingConfig:
     """Training's sampling (rollout.*), or with `evaluation` eval.*'s temperature and top-p at rollout's lengths."""
     r, e = cfg.rollout, cfg.eval
     reasoning, non_reasoning = (e.reasoning, e.non_reasoning) if evaluation else (r.reasoning, r.non_reasoning)
@@ -22,7 +22,7 @@ def sampling_config(cfg: UnirlConfig, evaluation: bool = False) -> SamplingConfi
     )
 
 
-def engine_kwargs(cfg: UnirlConfig, model_path: str | Path, evaluation: bool = False) -> dict:
+def engine_kwargs(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False) -> dict:
     return {
         "model_path": str(model_path),
         "sampling": sampling_config(cfg, evaluation),
@@ -33,19 +33,19 @@ def engine_kwargs(cfg: UnirlConfig, model_path: str | Path, evaluation: bool = F
     }
 
 
-def build_engine(cfg: UnirlConfig, model_path: str | Path, evaluation: bool = False):
+def build_engine(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False):
     """An in-process engine (eval, filter), sampling as training does unless `evaluation`. Build it only
     under `if __name__ == "__main__"`: vLLM spawns."""
     check_model_folder(model_path)
     if cfg.rollout.engine == "hf":
-        from rollout.hf_engine import HfEngine as VllmEngine
+        from dualmode_rl.rollout.hf_engine import HfEngine as VllmEngine
     else:
-        from rollout.engine import VllmEngine
+        from dualmode_rl.rollout.engine import VllmEngine
 
     return VllmEngine(**engine_kwargs(cfg, model_path, evaluation))
 
 
-def build_reward_pool(cfg: UnirlConfig, evaluation: bool = False) -> RewardPool:
+def build_reward_pool(cfg: DualModeConfig, evaluation: bool = False) -> RewardPool:
     """Loads every reward plug-in now, so a bad one stops start-up with its name. `evaluation`: the
     accuracy reward (eval.reward) alone."""
     specs = [(cfg.eval.reward, 1.0)] if evaluation else [(spec.name, spec.weight) for spec in cfg.rewards.rewards]
@@ -53,7 +53,7 @@ def build_reward_pool(cfg: UnirlConfig, evaluation: bool = False) -> RewardPool:
     return RewardPool(rewards, num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s)
 
 
-def accuracy_reward_name(cfg: UnirlConfig, pool: RewardPool) -> str | None:
+def accuracy_reward_name(cfg: DualModeConfig, pool: RewardPool) -> str | None:
     """The name under which the pool reports eval.reward's own score (RewardOutput.extras), when
     training uses it; a plug-in's name is its function's, not its spec. None: training does not."""
     for spec, (fn, _) in zip(cfg.rewards.rewards, pool.rewards):

@@ -153,7 +153,7 @@ class EvalConfig(Section):
     reward: str = "auto"
 
 
-class UnirlConfig(Section):
+class DualModeConfig(Section):
     model: str | None = None  # an SFT checkpoint folder; default: the bootstrap output
     bootstrap: BootstrapConfig = BootstrapConfig()
     data: DataConfig = DataConfig()
@@ -198,7 +198,7 @@ def _describe(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> UnirlConfig:
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> DualModeConfig:
     tree: dict = {}
     source = "defaults"
     if path is not None:
@@ -215,11 +215,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Un
             raise ConfigError(f"override '{item}': expected key.sub=value")
         _set_dotted(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else None)
     try:
-        return UnirlConfig.model_validate(_merge(UnirlConfig().model_dump(), tree))
+        return DualModeConfig.model_validate(_merge(DualModeConfig().model_dump(), tree))
     except ValidationError as exc:
         origin = source if not overrides else f"{source} + overrides"
         raise ConfigError(_describe(exc, origin)) from None
 
 
-def dump_config(config: UnirlConfig, path: Path) -> None:
+def dump_config(config: DualModeConfig, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
-from rollout.types import MODES, GenerationRequest
+from dualmode_rl.rollout.types import MODES, GenerationRequest
 
 from .bootstrap import DATA_DIR
 

@@ -1,4 +1,4 @@
-"""`unirl demo` (`make demo`): bootstrap (reused while its settings hold) -> eval -> filter -> train -> eval, with a summary."""
+"""`dualmode-rl demo` (`make demo`): bootstrap (reused while its settings hold) -> eval -> filter -> train -> eval, with a summary."""
 from __future__ import annotations
 
 import logging
@@ -8,7 +8,7 @@ from pathlib import Path
 from .atomic import write_json_atomic
 from .bootstrap import bootstrap, is_bootstrapped
 from .checkpoint import latest_checkpoint
-from .config import UnirlConfig
+from .config import DualModeConfig
 from .evaluate import format_table, run_eval
 from .loop import train
 from .prefilter import run_filter_command
@@ -16,7 +16,7 @@ from .prefilter import run_filter_command
 log = logging.getLogger(__name__)
 
 
-def run_demo(cfg: UnirlConfig, root: Path) -> dict:
+def run_demo(cfg: DualModeConfig, root: Path) -> dict:
     if cfg.model is None and not is_bootstrapped(cfg.bootstrap.out, cfg.bootstrap):
         bootstrap(cfg.bootstrap)
     root.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""`unirl eval`: every problem of a split in both modes (sampled pass@1, or greedy), scored by the configured rewards."""
+"""`dualmode-rl eval`: every problem of a split in both modes (sampled pass@1, or greedy), scored by the configured rewards."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -6,9 +6,9 @@ from statistics import mean
 
 from datasets import Dataset
 
-from rewards.format import split_answer
-from rewards.types import RewardInput
-from rollout.types import MODES
+from dualmode_rl.rewards.format import split_answer
+from dualmode_rl.rewards.types import RewardInput
+from dualmode_rl.rollout.types import MODES
 
 from .data import request_for
 

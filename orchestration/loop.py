@@ -1,4 +1,4 @@
-"""`unirl train`: the RL loop. Rollout on Ray actors, rewards in parallel, AGAPO step, weight sync."""
+"""`dualmode-rl train`: the RL loop. Rollout on Ray actors, rewards in parallel, AGAPO step, weight sync."""
 from __future__ import annotations
 
 import logging
@@ -9,15 +9,15 @@ import torch
 from tqdm import trange
 from transformers import AutoTokenizer
 
-from rl.advantages import get_advantage
-from rl.learner import Learner, LearnerConfig
-from rollout.pool import PoolPlacement, RolloutPool
-from rollout.types import MODES
-from rollout.worker import current_node
+from dualmode_rl.rl.advantages import get_advantage
+from dualmode_rl.rl.learner import Learner, LearnerConfig
+from dualmode_rl.rollout.pool import PoolPlacement, RolloutPool
+from dualmode_rl.rollout.types import MODES
+from dualmode_rl.rollout.worker import current_node
 
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
 from .components import accuracy_reward_name, build_reward_pool, engine_kwargs
-from .config import UnirlConfig, dump_config
+from .config import DualModeConfig, dump_config
 from .data import default_source, load_prompts
 from .metrics import MetricsLogger
 from .ray_runtime import init_ray
@@ -28,7 +28,7 @@ from .step import learn
 log = logging.getLogger(__name__)
 
 
-def learner_config(cfg: UnirlConfig, model_path: str) -> LearnerConfig:
+def learner_config(cfg: DualModeConfig, model_path: str) -> LearnerConfig:
     a = cfg.algorithm
     return LearnerConfig(
         model_path=model_path, ref_model_path=cfg.model_path, loss=a.loss, lr=a.learning_rate, beta=a.beta,
@@ -39,7 +39,7 @@ def learner_config(cfg: UnirlConfig, model_path: str) -> LearnerConfig:
     )
 
 
-def _starting_point(cfg: UnirlConfig, run_dir: Path, resume: bool) -> tuple[LoopState, Path | None, str]:
+def _starting_point(cfg: DualModeConfig, run_dir: Path, resume: bool) -> tuple[LoopState, Path | None, str]:
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint and not resume:
         raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume, or set train.out elsewhere")
@@ -49,7 +49,7 @@ def _starting_point(cfg: UnirlConfig, run_dir: Path, resume: bool) -> tuple[Loop
     return load_loop_state(checkpoint), checkpoint, str(checkpoint / "policy")
 
 
-def train(cfg: UnirlConfig, resume: bool = False) -> Path:
+def train(cfg: DualModeConfig, resume: bool = False) -> Path:
     """Runs train.steps RL steps (continuing from the latest checkpoint with `resume`); returns the run folder."""
     if cfg.train.torch_threads:
         torch.set_num_threads(cfg.train.torch_threads)

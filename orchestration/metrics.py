@@ -8,8 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from statistics import mean
 
-from rewards.types import RewardOutput
-from rollout.types import RolloutGroup
+from dualmode_rl.rewards.types import RewardOutput
+from dualmode_rl.rollout.types import RolloutGroup
 
 METRICS_FILE = "metrics.jsonl"
 

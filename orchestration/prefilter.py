@@ -1,14 +1,14 @@
-"""`unirl filter`: the accuracy pre-filter on a prompt dataset, with the configured model and rewards."""
+"""`dualmode-rl filter`: the accuracy pre-filter on a prompt dataset, with the configured model and rewards."""
 from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
 
-from filtering.accuracy import run_filter
-from rewards.types import RewardOutput
+from dualmode_rl.filtering.accuracy import run_filter
+from dualmode_rl.rewards.types import RewardOutput
 
 from .components import accuracy_reward_name, build_engine, build_reward_pool
-from .config import UnirlConfig
+from .config import DualModeConfig
 from .data import default_source, load_prompts
 
 
@@ -23,7 +23,7 @@ class AccuracyScores:
         return [RewardOutput(o.component(self.accuracy_reward), o.error, o.extras) for o in self.pool.score(inputs)]
 
 
-def run_filter_command(cfg: UnirlConfig, data: str | None = None, out: str | None = None, split: str = "train") -> dict:
+def run_filter_command(cfg: DualModeConfig, data: str | None = None, out: str | None = None, split: str = "train") -> dict:
     source = data or cfg.data.train or default_source(cfg)
     dataset = load_prompts(cfg, source, split)
     if cfg.filter.max_prompts:

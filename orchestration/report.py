@@ -1,4 +1,4 @@
-"""`unirl report RUN_DIR`: a Markdown report with plots from a run's metrics.jsonl (and the filter's report)."""
+"""`dualmode-rl report RUN_DIR`: a Markdown report with plots from a run's metrics.jsonl (and the filter's report)."""
 from __future__ import annotations
 
 import json
@@ -44,11 +44,11 @@ def _plot(rows: list[dict], keys: list[str], title: str, path: Path) -> bool:
 def write_report(run_dir: Path) -> Path:
     metrics = run_dir / METRICS_FILE
     if not metrics.is_file():
-        raise FileNotFoundError(f"{metrics}: no metrics; is {run_dir} a `unirl train` output folder?")
+        raise FileNotFoundError(f"{metrics}: no metrics; is {run_dir} a `dualmode-rl train` output folder?")
     rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     plots = run_dir / "report_plots"
     plots.mkdir(exist_ok=True)
-    lines = [f"# unirl run report: {run_dir}", "", f"{len(rows)} steps logged.", ""]
+    lines = [f"# dualmode-rl run report: {run_dir}", "", f"{len(rows)} steps logged.", ""]
     if rows:
         last = rows[-1]
         lines += ["| metric | last value |", "|---|---|"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rewards.types import RewardOutput
-from rollout.types import RolloutGroup
+from dualmode_rl.rewards.types import RewardOutput
+from dualmode_rl.rollout.types import RolloutGroup
 
 from .batch_builder import build_batch, reward_inputs
 from .data import request_for

@@ -17,8 +17,8 @@ from __future__ import annotations
 import operator
 import re
 
-from rewards.format import THINK_CLOSE
-from rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.format import THINK_CLOSE
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 _LINE = re.compile(r"^\s*(-?\d{1,12})\s*([-+*/])\s*(-?\d{1,12})\s*=\s*(-?\d{1,24})\s*$")
 _OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.floordiv}

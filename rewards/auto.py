@@ -1,10 +1,10 @@
 """The default reward ("auto"): format gate, then the verifier of the row's `domain`."""
 from __future__ import annotations
 
-from rewards.code import CodeReward
-from rewards.format import split_answer
-from rewards.math import MathReward
-from rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.code import CodeReward
+from dualmode_rl.rewards.format import split_answer
+from dualmode_rl.rewards.math import MathReward
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 
 class DomainRouter:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import threading
 
-from rewards.format import split_answer
-from rewards.sandbox import Sandbox, SandboxJob
-from rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.format import split_answer
+from dualmode_rl.rewards.sandbox import Sandbox, SandboxJob
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 

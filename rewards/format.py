@@ -6,7 +6,7 @@ answer itself. Generation stops at `[|endofturn|]`, which may or may not be in t
 """
 from __future__ import annotations
 
-from rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 END_OF_TURN = "[|endofturn|]"
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"

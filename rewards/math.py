@@ -8,9 +8,9 @@ from __future__ import annotations
 import re
 import threading
 
-from rewards.format import split_answer
-from rewards.math_worker import MathVerifyPool
-from rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.format import split_answer
+from dualmode_rl.rewards.math_worker import MathVerifyPool
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 MAX_ANSWER_CHARS = 500
 MAX_EXPONENT = 10_000

@@ -16,11 +16,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
-from rewards.sandbox_wire import WireError, WireTimeout, recv_message, send_message
+from dualmode_rl.rewards.sandbox_wire import WireError, WireTimeout, recv_message, send_message
 
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 log = logging.getLogger(__name__)
 
 
@@ -70,8 +68,7 @@ def serve(memory_bytes: int) -> None:
 
 class _Worker:
     def __init__(self, memory_bytes: int):
-        code = ("import sys; sys.path.insert(0, %r); from rewards.math_worker import serve; serve(%d)"
-                % (_PACKAGE_ROOT, memory_bytes))
+        code = "from dualmode_rl.rewards.math_worker import serve; serve(%d)" % memory_bytes
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, start_new_session=True)
         recv_message(self.proc.stdout.fileno(), time.monotonic() + 120)

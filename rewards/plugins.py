@@ -18,7 +18,7 @@ import asyncio
 import inspect
 import threading
 
-from rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 
 def resolve(value):

@@ -11,7 +11,7 @@ import threading
 import time
 from collections import Counter
 
-from rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 
 class RewardPool:

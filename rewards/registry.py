@@ -5,7 +5,7 @@ Specs:
   "arithmetic_steps" (every line with `=` in the reasoning is a true `a op b = c`);
 - dotted path: "my_pkg.rewards:length_penalty";
 - file path: "path/to/file.py:compute_score";
-- entry point: "ep:GROUP:NAME" (or "ep:NAME" for the group "unirl.rewards").
+- entry point: "ep:GROUP:NAME" (or "ep:NAME" for the group "dualmode_rl.rewards").
 The plug-in's convention (TRL, verl, native) is read from its signature (see rewards.plugins).
 Anything that cannot load raises RewardPluginError naming the spec, at start-up.
 """
@@ -17,9 +17,9 @@ import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from rewards.plugins import adapt
+from dualmode_rl.rewards.plugins import adapt
 
-ENTRY_POINT_GROUP = "unirl.rewards"
+ENTRY_POINT_GROUP = "dualmode_rl.rewards"
 
 
 class RewardPluginError(Exception):
@@ -30,19 +30,19 @@ class RewardPluginError(Exception):
 
 def _builtin(name: str):
     if name == "math":
-        from rewards.math import MathReward
+        from dualmode_rl.rewards.math import MathReward
         return MathReward()
     if name == "code":
-        from rewards.code import CodeReward
+        from dualmode_rl.rewards.code import CodeReward
         return CodeReward()
     if name == "format":
-        from rewards.format import FormatReward
+        from dualmode_rl.rewards.format import FormatReward
         return FormatReward()
     if name == "auto":
-        from rewards.auto import DomainRouter
+        from dualmode_rl.rewards.auto import DomainRouter
         return DomainRouter()
     if name == "arithmetic_steps":
-        from rewards.arithmetic_steps import ArithmeticStepsReward
+        from dualmode_rl.rewards.arithmetic_steps import ArithmeticStepsReward
         return ArithmeticStepsReward()
     return None
 
@@ -65,7 +65,7 @@ def _load_object(spec: str):
         path = Path(where).expanduser().resolve()
         if not path.is_file():
             raise FileNotFoundError(f"no file {path}")
-        module_name = f"unirl_reward_plugin_{abs(hash(str(path)))}"
+        module_name = f"dualmode_rl_reward_plugin_{abs(hash(str(path)))}"
         module_spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module

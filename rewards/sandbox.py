@@ -17,11 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from rewards.sandbox_jail import SAFE_ENV, Limits
-from rewards.sandbox_wire import WireError, WireTimeout, recv_message, send_message
+from dualmode_rl.rewards.sandbox_jail import SAFE_ENV, Limits
+from dualmode_rl.rewards.sandbox_wire import WireError, WireTimeout, recv_message, send_message
 
 log = logging.getLogger(__name__)
-_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 _UID_BASE = 1_500_000_000  # unprivileged uids with no passwd entry; one per live zygote
 _isolation_logged = False
 _log_lock = threading.Lock()
@@ -67,8 +66,7 @@ def _log_isolation_once(ready: dict, result: dict) -> None:
 
 class _Zygote:
     def __init__(self, base_dir: str, once: bool):
-        code = ("import sys; sys.path.insert(0, %r); from rewards.sandbox_server import main; main(sys.argv[1:])"
-                % _PACKAGE_ROOT)
+        code = "import sys; from dualmode_rl.rewards.sandbox_server import main; main(sys.argv[1:])"
         self.proc = subprocess.Popen([sys.executable, "-I", "-c", code] + (["--once"] if once else []),
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=base_dir,
                                      env=dict(SAFE_ENV), start_new_session=True)
@@ -102,7 +100,7 @@ class Sandbox:
                  persistent: bool = True):
         self.timeout_s, self.persistent = timeout_s, persistent
         self.limits = limits or Limits(cpu_seconds=int(timeout_s) + 1)
-        self.base_dir = tempfile.mkdtemp(prefix="unirl-sandbox-")
+        self.base_dir = tempfile.mkdtemp(prefix="dualmode-rl-sandbox-")
         os.chmod(self.base_dir, 0o700)
         self._idle: queue.Queue = queue.Queue()
         self._slots = threading.Semaphore(num_workers)

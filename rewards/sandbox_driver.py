@@ -11,9 +11,9 @@ from __future__ import annotations
 import ast
 import builtins
 
-from rewards.sandbox_wire import Handle, WireError, WireTimeout, decode_value, encode_value, recv_message, send_message
+from dualmode_rl.rewards.sandbox_wire import Handle, WireError, WireTimeout, decode_value, encode_value, recv_message, send_message
 
-_RECORD = "_unirl_record_assert"
+_RECORD = "_dualmode_rl_record_assert"
 
 
 class ProgramGone(BaseException):
@@ -28,7 +28,7 @@ class _AssertRecorder(ast.NodeTransformer):
         index = self.count
         self.count += 1
         # try: _ok = bool(<test>)  except BaseException: _ok = False ;  record(index, _ok)
-        ok = "_unirl_assert_ok"
+        ok = "_dualmode_rl_assert_ok"
         body = ast.Assign(targets=[ast.Name(ok, ast.Store())],
                           value=ast.Call(ast.Name("bool", ast.Load()), [node.test], []))
         fail = ast.Assign(targets=[ast.Name(ok, ast.Store())], value=ast.Constant(False))

@@ -12,7 +12,7 @@ memory. P only answers calls (`run_function_tests`) or writes stdout to a file (
 Killing P tears down its pid namespace, and with it every process it started.
 
 Protocol on stdin/stdout of Z: length-prefixed JSON (sandbox_wire). Run as
-`python -m rewards.sandbox_server` (persistent) or with `--once` (one job, then exit).
+`python -m dualmode_rl.rewards.sandbox_server` (persistent) or with `--once` (one job, then exit).
 """
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ import signal
 import sys
 import time
 
-from rewards import sandbox_jail as jail
-from rewards.sandbox_driver import ProgramChannel, run_function_tests
-from rewards.sandbox_wire import WireError, WireTimeout, encode_value, decode_value, recv_message, send_message
+from dualmode_rl.rewards import sandbox_jail as jail
+from dualmode_rl.rewards.sandbox_driver import ProgramChannel, run_function_tests
+from dualmode_rl.rewards.sandbox_wire import WireError, WireTimeout, encode_value, decode_value, recv_message, send_message
 
 # Modules solutions commonly import: loaded once in the zygote, shared by every fork.
 PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string",

@@ -1,4 +1,4 @@
-"""`unirl verify`: score a JSONL file of completions with one reward spec."""
+"""`dualmode-rl verify`: score a JSONL file of completions with one reward spec."""
 from __future__ import annotations
 
 import json
@@ -6,10 +6,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from rewards.format import MODES
-from rewards.pool import RewardPool
-from rewards.registry import load_reward
-from rewards.types import RewardInput
+from dualmode_rl.rewards.format import MODES
+from dualmode_rl.rewards.pool import RewardPool
+from dualmode_rl.rewards.registry import load_reward
+from dualmode_rl.rewards.types import RewardInput
 
 _RESERVED = ("completion", "mode")
 

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from rl import data_parallel
-from rl.batch import TrainingBatch
-from rl.losses import LOSSES, LossInputs, LossNorm, LossSettings
-from rl.micro_batches import LAYOUTS, MicroBatch, build_micro_batch, plan_micro_batches, shard_for_rank
-from rl.policy import LoraSettings, Policy, torch_dtype
-from rl.token_logprobs import DEFAULT_CHUNK_TOKENS
+from dualmode_rl.rl import data_parallel
+from dualmode_rl.rl.batch import TrainingBatch
+from dualmode_rl.rl.losses import LOSSES, LossInputs, LossNorm, LossSettings
+from dualmode_rl.rl.micro_batches import LAYOUTS, MicroBatch, build_micro_batch, plan_micro_batches, shard_for_rank
+from dualmode_rl.rl.policy import LoraSettings, Policy, torch_dtype
+from dualmode_rl.rl.token_logprobs import DEFAULT_CHUNK_TOKENS
 
 STATE_FILE = "learner_state.pt"
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from rl.micro_batches import MicroBatch, shared_prompt_attention
-from rl.token_logprobs import DEFAULT_CHUNK_TOKENS, chosen_token_logprobs
+from dualmode_rl.rl.micro_batches import MicroBatch, shared_prompt_attention
+from dualmode_rl.rl.token_logprobs import DEFAULT_CHUNK_TOKENS, chosen_token_logprobs
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from rl.batch import TrainingBatch
+from dualmode_rl.rl.batch import TrainingBatch
 
 
 def _pad(rows: list[list[int]], pad_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Generation for unirl: both EXAONE 4.0 modes, vLLM (or transformers) engines, Ray actors, weight updates.
+"""Generation for dualmode-rl: both EXAONE 4.0 modes, vLLM (or transformers) engines, Ray actors, weight updates.
 
 - `rollout.types`: the records that leave this package (GenerationRequest, RolloutGroup, Sample).
 - `rollout.modes`: per-mode sampling settings and chat-template prompt rendering.

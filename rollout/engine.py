@@ -17,7 +17,7 @@ from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed,
 from .types import GenerationRequest, RolloutGroup, Sample
 from .weight_file import write_weights_file
 
-WEIGHT_SYNC_EXTENSION = "rollout.vllm_weight_sync.WeightSyncExtension"
+WEIGHT_SYNC_EXTENSION = "dualmode_rl.rollout.vllm_weight_sync.WeightSyncExtension"
 CPU_MEMORY_SHARE = 0.15  # on CPU this is the share of the NUMA node's RAM; the 0.92 default fails
 GPU_MEMORY_SHARE = 0.85
 
@@ -71,7 +71,7 @@ class VllmEngine:
         With `seed`, the sampler's RNG is reset first, so the same call on the same weights gives the
         same samples (what exact resume needs)."""
         if seed is not None:
-            self.llm.collective_rpc("unirl_reseed", args=(int(seed),))
+            self.llm.collective_rpc("dualmode_rl_reseed", args=(int(seed),))
         return self._generate(requests, greedy=False)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
@@ -142,7 +142,7 @@ class VllmEngine:
 
     def load_weights_file(self, path: str, version: int) -> None:
         """Same as `update_weights`, from a safetensors file every worker of this engine can read."""
-        self.llm.collective_rpc("unirl_load_weights", args=(path,))
+        self.llm.collective_rpc("dualmode_rl_load_weights", args=(path,))
         self.llm.reset_prefix_cache()  # KV blocks cached under the old weights are stale
         self._policy_version = int(version)
 

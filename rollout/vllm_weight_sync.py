@@ -1,7 +1,7 @@
 """Loads new policy weights into a running vLLM worker; runs inside vLLM's worker process.
 
 vLLM is given this class as `worker_extension_cls`, so its methods become callable through
-`LLM.collective_rpc("unirl_load_weights", args=(path,))`. Weights travel as a safetensors file (in
+`LLM.collective_rpc("dualmode_rl_load_weights", args=(path,))`. Weights travel as a safetensors file (in
 /dev/shm where it exists): tensors inside RPC arguments do not survive vLLM's serialisation.
 
 Why this is more than `model.load_weights`: on the CPU backend vLLM packs every unquantized linear
@@ -23,7 +23,7 @@ import torch
 class WeightSyncExtension:
     """Mixed into vLLM's worker class (vLLM's `worker_extension_cls` mechanism)."""
 
-    def unirl_load_weights(self, path: str) -> int:
+    def dualmode_rl_load_weights(self, path: str) -> int:
         from safetensors.torch import load_file
 
         model = self.model_runner.model
@@ -33,19 +33,19 @@ class WeightSyncExtension:
             model.load_weights((name, t.to(device)) for name, t in tensors.items())
             return len(tensors)
         layers = _packed_layers(model)
-        if getattr(self, "_unirl_full_weights_kept", False):
+        if getattr(self, "_dualmode_rl_full_weights_kept", False):
             model.load_weights(tensors.items())
         else:
             _first_cpu_update(self.vllm_config, model, layers, tensors)
-            self._unirl_full_weights_kept = True
+            self._dualmode_rl_full_weights_kept = True
         _repack(layers)
         return len(tensors)
 
-    def unirl_reseed(self, seed: int) -> None:
+    def dualmode_rl_reseed(self, seed: int) -> None:
         """vLLM samples from the worker's global torch RNG (per-request generators fail on CPU)."""
         torch.manual_seed(seed)
 
-    def unirl_weight_checksum(self) -> float:
+    def dualmode_rl_weight_checksum(self) -> float:
         """Sum of all parameters, for tests that want to see the update arrive."""
         return float(sum(p.double().sum() for p in self.model_runner.model.parameters()))
 

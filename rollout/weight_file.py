@@ -31,6 +31,6 @@ def write_weights_file(weights: dict[str, torch.Tensor], directory: Path | None 
             t = t.clone()  # safetensors refuses shared storage (tied embeddings)
         seen_storage.add(ptr)
         plain[name] = t.contiguous()
-    path = (directory or shared_memory_dir()) / f"unirl-weights-{os.getpid()}-{uuid.uuid4().hex}.safetensors"
+    path = (directory or shared_memory_dir()) / f"dualmode-rl-weights-{os.getpid()}-{uuid.uuid4().hex}.safetensors"
     save_file(plain, str(path))
     return path

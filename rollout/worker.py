@@ -1,7 +1,7 @@
 """A rollout worker: one generation engine (vLLM or transformers) inside a Ray actor.
 
 `RolloutWorker` is a plain class; `RolloutPool` turns it into an actor with `ray.remote(...)`, so the
-same class also runs in-process (tests, `unirl eval`). vLLM spawns its engine process from inside the
+same class also runs in-process (tests, `dualmode-rl eval`). vLLM spawns its engine process from inside the
 actor, which is fine: the actor is not a `__main__` module.
 """
 from __future__ import annotations

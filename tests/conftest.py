@@ -11,7 +11,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
 def tiny_bootstrap_config():
-    from orchestration.config import BootstrapConfig, ModelShape
+    from dualmode_rl.orchestration.config import BootstrapConfig, ModelShape
 
     return BootstrapConfig(
         train_size=300, validation_size=20, test_size=40, sft_steps=30, sft_batch_size=16,
@@ -22,6 +22,6 @@ def tiny_bootstrap_config():
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
-    from orchestration.bootstrap import bootstrap
+    from dualmode_rl.orchestration.bootstrap import bootstrap
 
     return bootstrap(tiny_bootstrap_config(), tmp_path_factory.mktemp("bootstrap") / "tiny")

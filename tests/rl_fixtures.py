@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from rl.batch import TrainingBatch
+from dualmode_rl.rl.batch import TrainingBatch
 
 
 def tiny_exaone_config(vocab_size: int = 64, hidden_size: int = 32, layers: int = 2, sliding: bool = True, **extra):

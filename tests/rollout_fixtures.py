@@ -36,8 +36,8 @@ def arithmetic_corpus(lines: int = 400, seed: int = 0) -> list[str]:
 
 def build_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
     """Random-weight tiny Exaone4 + trained BPE tokenizer, saved in Hugging Face format (fp32)."""
-    from orchestration.bootstrap.model import TinyModelShape, build_tiny_model
-    from orchestration.bootstrap.tokenizer import train_tokenizer
+    from dualmode_rl.orchestration.bootstrap.model import TinyModelShape, build_tiny_model
+    from dualmode_rl.orchestration.bootstrap.tokenizer import train_tokenizer
 
     tokenizer = train_tokenizer(arithmetic_corpus(), vocab_size=400)
     model = build_tiny_model(tokenizer, TinyModelShape(**TINY_SHAPE_KWARGS), seed=seed)
@@ -66,8 +66,8 @@ def tiny_model_dir(tmp_path_factory, request) -> Path:
 def vllm_engine(tiny_model_dir, request):
     """One vLLM engine for the whole run. Tests that change its weights put the original ones back."""
     pytest.importorskip("vllm")
-    from rollout.engine import VllmEngine
-    from rollout.modes import SamplingConfig
+    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.modes import SamplingConfig
 
     def build():
         return VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0)

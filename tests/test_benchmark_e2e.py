@@ -17,10 +17,10 @@ def test_e2e_benchmark_quick_reports_a_ratio():
                           timeout=600, cwd=SCRIPT.parents[1])
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["ratio"] > 0 and result["unirl_step_s"] > 0 and result["trl_step_s"] > 0
-    for side in ("unirl", "trl"):  # both sides generated, scored and stepped on the same workload
+    assert result["ratio"] > 0 and result["dualmode_rl_step_s"] > 0 and result["trl_step_s"] > 0
+    for side in ("dualmode-rl", "trl"):  # both sides generated, scored and stepped on the same workload
         assert 0 < result[side]["mean_completion_tokens"] <= result["settings"]["max_new_tokens"]
     assert result["settings"]["completions_per_step"] == 8
     stages = {"time/rollout", "time/reward", "time/reference", "time/learner", "time/weight_sync", "time/rollout_wait"}
-    assert set(result["unirl"]["stages_s"]) == stages  # the measured step used the batch generated ahead
-    assert result["unirl"]["max_staleness_seen"] == 1 == result["settings"]["max_staleness"]
+    assert set(result["dualmode-rl"]["stages_s"]) == stages  # the measured step used the batch generated ahead
+    assert result["dualmode-rl"]["max_staleness_seen"] == 1 == result["settings"]["max_staleness"]

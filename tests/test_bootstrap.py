@@ -6,9 +6,9 @@ import torch
 from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from orchestration.bootstrap.sft import UNWORKED_THOUGHT, sft_example, sft_reasoning
-from orchestration.bootstrap.tasks import generate_tasks
-from rollout.types import GenerationRequest
+from dualmode_rl.orchestration.bootstrap.sft import UNWORKED_THOUGHT, sft_example, sft_reasoning
+from dualmode_rl.orchestration.bootstrap.tasks import generate_tasks
+from dualmode_rl.rollout.types import GenerationRequest
 
 
 def test_task_splits_are_disjoint_and_sized():
@@ -53,7 +53,7 @@ def test_checkpoint_folder(tiny_checkpoint):
 
 
 def test_a_checkpoint_is_reused_only_when_built_with_the_same_settings(tiny_checkpoint):
-    from orchestration.bootstrap import is_bootstrapped
+    from dualmode_rl.orchestration.bootstrap import is_bootstrapped
     from conftest import tiny_bootstrap_config
 
     cfg = tiny_bootstrap_config()
@@ -75,8 +75,8 @@ def test_unworked_rows_show_no_steps_in_their_think_block():
 
 @pytest.mark.slow
 def test_transformers_and_vllm_greedy_outputs_match(tiny_checkpoint):
-    from rollout.engine import VllmEngine
-    from rollout.modes import ModeSampling, SamplingConfig
+    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
     rows = load_from_disk(str(tiny_checkpoint / "data"))["test"].select(range(6))
     requests = [GenerationRequest(f"{i}:{m}", r["prompt"], m) for i, r in enumerate(rows) for m in ("reasoning", "non_reasoning")]

@@ -1,7 +1,7 @@
 """Both modes render exactly as DESIGN.md gives; earlier reasoning is stripped."""
 import pytest
 
-from orchestration.bootstrap.tokenizer import train_tokenizer
+from dualmode_rl.orchestration.bootstrap.tokenizer import train_tokenizer
 
 CORPUS = ["Tom has 5 apples. He buys 3 more.", "def f(x):\n    return 3*x+1\n"] * 20
 HISTORY = [

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestration.checkpoint import LoopState, latest_checkpoint, load_loop_state, save_checkpoint
+from dualmode_rl.orchestration.checkpoint import LoopState, latest_checkpoint, load_loop_state, save_checkpoint
 
 
 class FileLearner:

@@ -1,4 +1,4 @@
-"""CLI smoke tests: the `unirl` command as a user runs it."""
+"""CLI smoke tests: the `dualmode-rl` command as a user runs it."""
 import json
 import os
 import subprocess
@@ -7,38 +7,38 @@ from pathlib import Path
 
 import pytest
 
-UNIRL = str(Path(sys.executable).parent / "unirl")
+DUALMODE_RL = str(Path(sys.executable).parent / "dualmode-rl")
 
 
-def unirl(*args, cwd=None, timeout=600):
+def cli(*args, cwd=None, timeout=600):
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run([UNIRL, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run([DUALMODE_RL, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
 
 
 def test_help_lists_commands():
-    out = unirl("--help")
+    out = cli("--help")
     assert out.returncode == 0
     for command in ("bootstrap", "eval", "verify", "filter", "train", "report", "demo"):
         assert command in out.stdout
 
 
 def test_config_error_names_the_key():
-    out = unirl("train", "train.stepz=3")
+    out = cli("train", "train.stepz=3")
     assert out.returncode == 2
     assert "train.stepz" in out.stderr and "unknown key" in out.stderr
     assert "Traceback" not in out.stderr
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
-    out = unirl("eval", "--model", tmp_path / "nope")
+    out = cli("eval", "--model", tmp_path / "nope")
     assert out.returncode == 2 and str(tmp_path / "nope") in out.stderr and "Traceback" not in out.stderr
     (tmp_path / "empty").mkdir()
-    out = unirl("train", "--model", tmp_path / "empty", f"train.out={tmp_path / 'run'}")
+    out = cli("train", "--model", tmp_path / "empty", f"train.out={tmp_path / 'run'}")
     assert out.returncode == 2 and "not a loadable model" in out.stderr
 
 
 def test_bad_reward_plugin_is_named_at_start_up(tmp_path, tiny_checkpoint):
-    out = unirl("eval", "--model", tiny_checkpoint, "eval.reward=nosuch_pkg.mod:fn")
+    out = cli("eval", "--model", tiny_checkpoint, "eval.reward=nosuch_pkg.mod:fn")
     assert out.returncode == 2 and "nosuch_pkg.mod:fn" in out.stderr
 
 
@@ -50,7 +50,7 @@ def test_verify_scores_a_file(tmp_path):
     ]
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = unirl("verify", "--reward", "math", "--input", src, "--output", tmp_path / "out.jsonl")
+    out = cli("verify", "--reward", "math", "--input", src, "--output", tmp_path / "out.jsonl")
     assert out.returncode == 0, out.stderr
     scored = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["score"] for r in scored] == [1.0, 0.0, 0.0]
@@ -62,7 +62,7 @@ def test_report_from_metrics(tmp_path):
     lines = [{"step": s, "reasoning/reward": 0.1 * s, "non_reasoning/reward": 0.05 * s, "kl": 0.01 * s,
               "time/rollout": 1.0, "time/learner": 2.0} for s in range(1, 4)]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    out = unirl("report", run)
+    out = cli("report", run)
     assert out.returncode == 0, out.stderr
     text = (run / "report.md").read_text()
     assert "3 steps logged" in text and "![reward]" in text and "![kl]" in text
@@ -71,7 +71,7 @@ def test_report_from_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_eval_writes_the_documented_json(tmp_path, tiny_checkpoint):
-    out = unirl("eval", "--model", tiny_checkpoint, "--json", tmp_path / "e.json", "eval.limit=6",
+    out = cli("eval", "--model", tiny_checkpoint, "--json", tmp_path / "e.json", "eval.limit=6",
                 "rollout.reasoning.max_tokens=16", "rollout.non_reasoning.max_tokens=16")
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads((tmp_path / "e.json").read_text())

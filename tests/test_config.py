@@ -1,7 +1,7 @@
 """Config: YAML + key.sub=value overrides; unknown keys and bad values are errors naming the key."""
 import pytest
 
-from orchestration.config import ConfigError, load_config
+from dualmode_rl.orchestration.config import ConfigError, load_config
 
 
 def test_defaults_and_nested_override_keeps_siblings():

@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from orchestration.config import load_config
-from orchestration.data import DataError, load_prompts
+from dualmode_rl.orchestration.config import load_config
+from dualmode_rl.orchestration.data import DataError, load_prompts
 
 
 def write_jsonl(path, rows):

@@ -93,7 +93,7 @@ def test_guide_has_commands_and_its_links_exist(name):
 
 
 def test_yaml_in_the_guides_is_a_valid_config(tmp_path):
-    from orchestration.config import load_config
+    from dualmode_rl.orchestration.config import load_config
 
     blocks = [b for name in GUIDES for b in fenced_blocks(DOCS / name, "yaml")]
     assert blocks
@@ -113,8 +113,8 @@ def test_ray_job_script_runs_the_guide_commands():
 
 
 def test_example_rewards_score_by_their_convention():
-    from rewards.registry import load_reward
-    from rewards.types import RewardInput
+    from dualmode_rl.rewards.registry import load_reward
+    from dualmode_rl.rewards.types import RewardInput
 
     right = RewardInput("12 + 7 = 19\n</think>\n\nThe answer is \\boxed{19}.", "reasoning", {"answer": "19"})
     wrong = RewardInput("\\boxed{19}\n</think>\n\nThe answer is \\boxed{18}.", "reasoning", {"answer": "19"})

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from datasets import Dataset, load_dataset, load_from_disk
 
-from filtering.accuracy import FilterGeneratorError, run_filter
-from filtering.journal import ChunkJournal, JournalMismatch
-from filtering.rows import FilterDataError
-from rewards.types import RewardOutput
-from rollout.types import RolloutGroup, Sample
+from dualmode_rl.filtering.accuracy import FilterGeneratorError, run_filter
+from dualmode_rl.filtering.journal import ChunkJournal, JournalMismatch
+from dualmode_rl.filtering.rows import FilterDataError
+from dualmode_rl.rewards.types import RewardOutput
+from dualmode_rl.rollout.types import RolloutGroup, Sample
 
 SAMPLES = 4
 TIMING_KEYS = {"generation_seconds", "scoring_seconds", "wall_seconds", "journal_generation_seconds",
@@ -247,7 +247,7 @@ KILLED_RUN = """
 import sys
 sys.path.insert(0, {tests!r})
 from datasets import Dataset
-from filtering.accuracy import run_filter
+from dualmode_rl.filtering.accuracy import run_filter
 from test_filtering_unit import FakeGenerator, FakeRewardPool, make_rows, SAMPLES
 if __name__ == "__main__":
     run_filter(FakeGenerator(delay_s=0.5), FakeRewardPool(), Dataset.from_list(make_rows(20)), {out!r},
@@ -287,12 +287,12 @@ class ConstantReward:
         return [RewardOutput(self.value) for _ in inputs]
 
 
-def test_unirl_filter_counts_answers_not_shaping_terms():
+def test_dualmode_rl_filter_counts_answers_not_shaping_terms():
     """auto + arithmetic_steps: a wrong answer with sound steps totals 1.0, which alone would count as
-    correct; `unirl filter` scores the accuracy reward (eval.reward) alone."""
-    from orchestration.prefilter import AccuracyScores
-    from rewards.pool import RewardPool
-    from rewards.types import RewardInput
+    correct; `dualmode-rl filter` scores the accuracy reward (eval.reward) alone."""
+    from dualmode_rl.orchestration.prefilter import AccuracyScores
+    from dualmode_rl.rewards.pool import RewardPool
+    from dualmode_rl.rewards.types import RewardInput
 
     pool = RewardPool([(ConstantReward("auto", 0.0), 1.0), (ConstantReward("arithmetic_steps", 1.0), 1.0)])
     inputs = [RewardInput("4+1=5\n</think>\n\nThe answer is \\boxed{6}.", "reasoning", {})]

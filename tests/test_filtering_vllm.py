@@ -6,8 +6,8 @@ import json
 import pytest
 from datasets import load_from_disk
 
-from filtering.accuracy import run_filter
-from filtering.journal import ChunkJournal
+from dualmode_rl.filtering.accuracy import run_filter
+from dualmode_rl.filtering.journal import ChunkJournal
 
 pytestmark = pytest.mark.slow
 SAMPLES = 8
@@ -17,8 +17,8 @@ PROMPTS = 24
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
     pytest.importorskip("vllm")
-    from rollout.engine import VllmEngine
-    from rollout.modes import ModeSampling, SamplingConfig
+    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
     sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 48), non_reasoning=ModeSampling(0.4, 0.95, 48))
     engine = VllmEngine(str(tiny_checkpoint), sampling, max_model_len=256, seed=0)
@@ -27,8 +27,8 @@ def engine(tiny_checkpoint):
 
 
 def reward_pool(name: str = "auto"):
-    from rewards.pool import RewardPool
-    from rewards.registry import load_reward
+    from dualmode_rl.rewards.pool import RewardPool
+    from dualmode_rl.rewards.registry import load_reward
 
     return RewardPool([(load_reward(name), 1.0)], num_workers=2, timeout_s=10)
 
@@ -71,7 +71,7 @@ def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, tiny_
     assert all(len(r.samples) == SAMPLES and all(s.token_ids for s in r.samples) for r in records)
     rescorer = reward_pool()
     try:  # re-score every recorded sample with fresh reward workers: the journal is auditable
-        from rewards.types import RewardInput
+        from dualmode_rl.rewards.types import RewardInput
 
         inputs = [RewardInput(s.text, data[r.index]["mode"], data[r.index]) for r in records for s in r.samples]
         rescored = [o.score for o in rescorer.score(inputs)]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rl.batch import TrainingBatch
-from rl.learner import Learner, LearnerConfig
-from rl.policy import LoraSettings
+from dualmode_rl.rl.batch import TrainingBatch
+from dualmode_rl.rl.learner import Learner, LearnerConfig
+from dualmode_rl.rl.policy import LoraSettings
 
 pytestmark = pytest.mark.slow
 TOLERANCE = 1e-4
@@ -22,8 +22,8 @@ MIN_CHANGE = 1e-2  # an update must move some logprob by at least this much, or 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
     pytest.importorskip("vllm")
-    from rollout.engine import VllmEngine
-    from rollout.modes import SamplingConfig
+    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.modes import SamplingConfig
 
     engine = VllmEngine(str(tiny_checkpoint), SamplingConfig(seed=0), max_model_len=512, seed=0)
     yield engine

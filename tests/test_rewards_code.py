@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from rewards.code import CodeReward, extract_program
-from rewards.sandbox import Sandbox
-from rewards.types import RewardInput
+from dualmode_rl.rewards.code import CodeReward, extract_program
+from dualmode_rl.rewards.sandbox import Sandbox
+from dualmode_rl.rewards.types import RewardInput
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

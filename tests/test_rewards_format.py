@@ -1,7 +1,7 @@
 import pytest
 
-from rewards.format import FormatReward, split_answer
-from rewards.types import RewardInput
+from dualmode_rl.rewards.format import FormatReward, split_answer
+from dualmode_rl.rewards.types import RewardInput
 
 
 @pytest.mark.parametrize("completion,mode,answer,error", [
@@ -27,7 +27,7 @@ def test_format_reward_scores_and_reports():
 
 
 def test_arithmetic_steps_reward_checks_every_shown_step_not_the_answer():
-    from rewards.registry import load_reward
+    from dualmode_rl.rewards.registry import load_reward
 
     reward = load_reward("arithmetic_steps")
     lucky = "10+1=12\n12*2=22\n</think>\n\nThe answer is \\boxed{22}."  # right answer, wrong steps

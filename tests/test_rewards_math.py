@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from rewards.math import MathReward, gold_answer, last_boxed, refusal
-from rewards.math_worker import MathVerifyPool
-from rewards.types import RewardInput
+from dualmode_rl.rewards.math import MathReward, gold_answer, last_boxed, refusal
+from dualmode_rl.rewards.math_worker import MathVerifyPool
+from dualmode_rl.rewards.types import RewardInput
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from rewards.registry import RewardPluginError, load_reward
-from rewards.types import RewardInput
+from dualmode_rl.rewards.registry import RewardPluginError, load_reward
+from dualmode_rl.rewards.types import RewardInput
 
 ROWS = [RewardInput("x</think>\n\nabc", "reasoning", {"answer": "abc", "data_source": "toy"}),
         RewardInput("zz", "non_reasoning", {"answer": "abc", "data_source": "toy"})]
@@ -45,7 +45,7 @@ def test_verl_convention_dict_and_async(tmp_path):
 
 def test_native_convention_from_dotted_path(tmp_path, monkeypatch):
     _write(tmp_path, "my_native_rewards.py", """
-        from rewards.types import RewardOutput
+        from dualmode_rl.rewards.types import RewardOutput
         def length(inputs):
             return [RewardOutput(score=len(i.completion) / 100) for i in inputs]
     """)
@@ -62,10 +62,10 @@ def test_entry_point(tmp_path, monkeypatch):
     dist = tmp_path / "ep_rewards-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ep-rewards\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[unirl.rewards]\nhalf = ep_rewards:always_half\n")
+    (dist / "entry_points.txt").write_text("[dualmode_rl.rewards]\nhalf = ep_rewards:always_half\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert [o.score for o in load_reward("ep:half")(ROWS)] == [0.5, 0.5]
-    assert [o.score for o in load_reward("ep:unirl.rewards:half")(ROWS)] == [0.5, 0.5]
+    assert [o.score for o in load_reward("ep:dualmode_rl.rewards:half")(ROWS)] == [0.5, 0.5]
 
 
 @pytest.mark.parametrize("spec,reason", [
@@ -94,7 +94,7 @@ def test_builtins_have_names():
         assert load_reward(name).name == name
 
 
-def test_rewards_imports_no_other_unirl_package():
+def test_rewards_imports_no_other_dualmode_rl_package():
     code = ("import sys, rewards, rewards.auto, rewards.verify_file, rewards.sandbox_server, rewards.math_worker;"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'rollout', 'rl', 'orchestration', 'filtering'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,8 +1,8 @@
 import threading
 import time
 
-from rewards.pool import RewardPool
-from rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.pool import RewardPool
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 
 class Const:
@@ -58,7 +58,7 @@ def test_dead_reward_workers_are_replaced_and_the_next_batch_scores_in_full():
     between batches: the next batch is scored exactly as before, with fresh workers."""
     import signal
 
-    from rewards.registry import load_reward
+    from dualmode_rl.rewards.registry import load_reward
 
     pool = RewardPool([(load_reward("auto"), 1.0)], num_workers=2, timeout_s=30)
     code = {"domain": "code", "test": "assert inc(1) == 2\nassert inc(5) == 6\n", "entry_point": None}

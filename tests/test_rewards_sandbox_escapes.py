@@ -9,11 +9,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rewards.code import CodeReward
-from rewards.sandbox import Sandbox, SandboxJob
-from rewards.types import RewardInput
+from dualmode_rl.rewards.code import CodeReward
+from dualmode_rl.rewards.sandbox import Sandbox, SandboxJob
+from dualmode_rl.rewards.types import RewardInput
 
-MARK = f"unirl_pwned_{uuid.uuid4().hex[:8]}"
+MARK = f"dualmode_rl_pwned_{uuid.uuid4().hex[:8]}"
 SECRET_NUMBER = 7364921  # appears only in the test code, never in the program's process
 SECRET_ENV = f"tok-{uuid.uuid4().hex}"
 SLEEP_ARG = "777.123"
@@ -88,7 +88,7 @@ def _attacks(port: int) -> dict[str, str]:
                           "except Exception: pass\ndef add(a, b): return None",
         "subprocess_write": f"import subprocess\nsubprocess.run(['sh', '-c', 'echo x > /work/main/{MARK}; "
                             f"echo x > /tmp/{MARK}'])\ndef add(a, b): return None",
-        "read_parent_env": "import os, glob\ndef add(a, b):\n found = os.environ.get('UNIRL_SECRET_ENV')\n"
+        "read_parent_env": "import os, glob\ndef add(a, b):\n found = os.environ.get('DUALMODE_RL_SECRET_ENV')\n"
                            " for p in glob.glob('/proc/*/environ'):\n  try:\n"
                            f"   if b'{SECRET_ENV}' in open(p, 'rb').read(): found = 1\n"
                            "  except Exception: pass\n"
@@ -176,7 +176,7 @@ def _own_rss() -> int:
 
 @pytest.mark.slow
 def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
-    monkeypatch.setenv("UNIRL_SECRET_ENV", SECRET_ENV)
+    monkeypatch.setenv("DUALMODE_RL_SECRET_ENV", SECRET_ENV)
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
@@ -210,7 +210,7 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
     time.sleep(0.5)
     leaked = [os.path.join(d, MARK) for d in WRITE_TARGETS + [os.getcwd()] if os.path.exists(os.path.join(d, MARK))]
     assert leaked == []
-    # our own servers (the machine may run other unirl jobs); an escaped sleeper is searched machine-wide
+    # our own servers (the machine may run other dualmode-rl jobs); an escaped sleeper is searched machine-wide
     ours = psutil.Process().children(recursive=True)
     assert [p.pid for p in ours if "rewards.sandbox_server" in " ".join(p.cmdline())] == []
     assert _processes_matching(SLEEP_ARG) == []

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rewards.verify_file import verify_file
+from dualmode_rl.rewards.verify_file import verify_file
 
 
 def _write_rows(path, rows):

@@ -4,8 +4,8 @@ import math
 import pytest
 import torch
 
-from rl import advantages
-from rl.advantages import ADVANTAGES, get_advantage
+from dualmode_rl.rl import advantages
+from dualmode_rl.rl.advantages import ADVANTAGES, get_advantage
 
 # group 0: one right of four; group 1: all wrong; group 2: all right
 REWARDS = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])

@@ -23,7 +23,7 @@ def _settings(model_dir: str) -> dict:
 def _worker(rank: int, world_size: int, port: int, model_dir: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from rl.learner import Learner, LearnerConfig
+    from dualmode_rl.rl.learner import Learner, LearnerConfig
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
@@ -44,7 +44,7 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_two_gloo_learners_equal_one(tmp_path):
-    from rl.learner import Learner, LearnerConfig
+    from dualmode_rl.rl.learner import Learner, LearnerConfig
 
     model_dir = str(make_tiny_exaone(tmp_path / "model"))
     mp.start_processes(_worker, args=(2, _free_port(), model_dir, str(tmp_path)), nprocs=2, join=True,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rl.batch import TrainingBatch
-from rl.learner import Learner, LearnerConfig
-from rl.micro_batches import build_micro_batch, plan_micro_batches, shard_for_rank
-from rl.policy import LoraSettings
-from rl.trl_inputs import trl_grpo_inputs
+from dualmode_rl.rl.batch import TrainingBatch
+from dualmode_rl.rl.learner import Learner, LearnerConfig
+from dualmode_rl.rl.micro_batches import build_micro_batch, plan_micro_batches, shard_for_rank
+from dualmode_rl.rl.policy import LoraSettings
+from dualmode_rl.rl.trl_inputs import trl_grpo_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rl_fixtures import make_tiny_exaone, make_trl_trainer, random_batch  # noqa: E402

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from rl.losses import LOSSES, LossInputs, LossNorm, LossSettings, agapo_loss, get_loss
-from rl.token_logprobs import chosen_token_logprobs
+from dualmode_rl.rl.losses import LOSSES, LossInputs, LossNorm, LossSettings, agapo_loss, get_loss
+from dualmode_rl.rl.token_logprobs import chosen_token_logprobs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rl_fixtures import make_tiny_exaone, make_trl_trainer  # noqa: E402

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from rollout.hf_engine import HfEngine
-from rollout.modes import ModeSampling, SamplingConfig, render_prompt_ids
-from rollout.types import NON_REASONING, REASONING, GenerationRequest
+from dualmode_rl.rollout.hf_engine import HfEngine
+from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig, render_prompt_ids
+from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
 from rollout_fixtures import MAX_MODEL_LEN, tiny_model_dir, vllm_engine  # noqa: F401
 
 REQUESTS = [

@@ -7,10 +7,10 @@ import time
 import pytest
 import torch
 
-from rollout.hf_engine import HfEngine
-from rollout.modes import ModeSampling, SamplingConfig
-from rollout.pool import RolloutPool
-from rollout.types import NON_REASONING, REASONING, GenerationRequest
+from dualmode_rl.rollout.hf_engine import HfEngine
+from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
+from dualmode_rl.rollout.pool import RolloutPool
+from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
 from rollout_fixtures import MAX_MODEL_LEN, tiny_model_dir  # noqa: F401
 
 SAMPLING = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 128), non_reasoning=ModeSampling(0.4, 0.95, 64))
@@ -18,7 +18,7 @@ SAMPLING = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 128), non_reasoning=
 
 def test_assign_balances_pending_work_longest_first():
     """Unit test of the balancing rule only (no Ray): fake slots with pending work."""
-    from rollout.pool import _Slot
+    from dualmode_rl.rollout.pool import _Slot
 
     pool = RolloutPool.__new__(RolloutPool)
     pool.engine_kwargs = {"sampling": SAMPLING}

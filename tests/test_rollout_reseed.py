@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from rollout.hf_engine import HfEngine
-from rollout.types import NON_REASONING, REASONING, GenerationRequest
+from dualmode_rl.rollout.hf_engine import HfEngine
+from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
 from rollout_fixtures import tiny_model_dir, vllm_engine  # noqa: F401
 
 REQUESTS = [GenerationRequest("a", "Tom has 5 apples.", REASONING, n=4),

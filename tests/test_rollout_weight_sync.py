@@ -8,9 +8,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rollout.hf_engine import HfEngine
-from rollout.modes import SamplingConfig
-from rollout.types import GenerationRequest
+from dualmode_rl.rollout.hf_engine import HfEngine
+from dualmode_rl.rollout.modes import SamplingConfig
+from dualmode_rl.rollout.types import GenerationRequest
 from rollout_fixtures import MAX_MODEL_LEN, tiny_model_dir, vllm_engine  # noqa: F401
 
 pytestmark = pytest.mark.slow

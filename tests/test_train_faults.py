@@ -60,7 +60,7 @@ def test_rollout_actor_killed_mid_generation_is_replaced_and_the_run_completes(t
     killer.start()
     try:
         done = subprocess.run(
-            [str(BIN / "unirl"), "train", "--model", str(tiny_checkpoint), f"train.out={out}", f"train.steps={steps}",
+            [str(BIN / "dualmode-rl"), "train", "--model", str(tiny_checkpoint), f"train.out={out}", f"train.steps={steps}",
              "train.save_every=5", "rollout.max_staleness=1", *SHORT],
             capture_output=True, text=True, timeout=900, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
     finally:
@@ -86,7 +86,7 @@ def test_two_node_cluster_puts_rollout_and_learner_on_different_nodes(tmp_path, 
         cluster.wait_for_nodes()
         out = tmp_path / "run"
         done = subprocess.run(
-            [str(BIN / "unirl"), "train", "--model", str(tiny_checkpoint), f"train.out={out}", "train.steps=2", *SHORT],
+            [str(BIN / "dualmode-rl"), "train", "--model", str(tiny_checkpoint), f"train.out={out}", "train.steps=2", *SHORT],
             capture_output=True, text=True, timeout=900,
             env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": cluster.address})
         assert done.returncode == 0, done.stderr[-4000:]

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from orchestration.batch_builder import build_batch
-from orchestration.metrics import rollout_metrics
-from orchestration.sampler import PromptSampler
-from rewards.types import RewardOutput
-from rl.advantages import agapo
-from rollout.types import RolloutGroup, Sample
+from dualmode_rl.orchestration.batch_builder import build_batch
+from dualmode_rl.orchestration.metrics import rollout_metrics
+from dualmode_rl.orchestration.sampler import PromptSampler
+from dualmode_rl.rewards.types import RewardOutput
+from dualmode_rl.rl.advantages import agapo
+from dualmode_rl.rollout.types import RolloutGroup, Sample
 
 BIN = Path(sys.executable).parent
 STEPS = 8
@@ -60,8 +60,8 @@ def test_logged_accuracy_counts_the_accuracy_reward_not_shaping_terms():
 
 
 def test_accuracy_reward_is_found_by_its_spec_also_for_a_plug_in(tmp_path):
-    from orchestration.components import accuracy_reward_name, build_reward_pool
-    from orchestration.config import load_config
+    from dualmode_rl.orchestration.components import accuracy_reward_name, build_reward_pool
+    from dualmode_rl.orchestration.config import load_config
 
     plugin = tmp_path / "checks.py"
     plugin.write_text("def answer_check(completions, **columns):\n    return [1.0 for _ in completions]\n")
@@ -105,7 +105,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoi
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     # The transformers engine: vLLM's CPU batching depends on request arrival timing, so its samples
     # are not reproducible across engine processes even with the sampler reseeded every step.
-    train = [BIN / "unirl", "train", "--model", tiny_checkpoint, f"train.steps={STEPS}", "rollout.engine=hf", *SHORT,
+    train = [BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, f"train.steps={STEPS}", "rollout.engine=hf", *SHORT,
              f"rollout.max_staleness={max_staleness}", f"train.save_every={save_every}"]
     first = run(*train, f"train.out={whole}")
     assert first.returncode == 0, first.stderr[-4000:]
@@ -150,7 +150,7 @@ def test_ray_job_submit_runs_training(tmp_path, tiny_checkpoint):
     try:
         out = tmp_path / "job_run"
         job = run(ray, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--",
-                  BIN / "unirl", "train", "--model", tiny_checkpoint, f"train.out={out}", "train.steps=1", *SHORT,
+                  BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, f"train.out={out}", "train.steps=1", *SHORT,
                   env=env, timeout=900)
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
         assert "succeeded" in (job.stdout + job.stderr).lower()

@@ -1,4 +1,4 @@
-"""Rewards installed as a package and found through the `unirl.rewards` entry point group."""
+"""Rewards installed as a package and found through the `dualmode_rl.rewards` entry point group."""
 
 
 def short_answer(completions, **columns):

@@ -1,4 +1,4 @@
-"""`unirl bootstrap`: the built-in SFT checkpoint every other command starts from by default."""
+"""`dualmode-rl bootstrap`: the built-in SFT checkpoint every other command starts from by default."""
 from __future__ import annotations
 
 import json

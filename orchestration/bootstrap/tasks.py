@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 NAMES = ["Tom", "Ana", "Ben", "Mia", "Sam", "Lea", "Max", "Zoe", "Leo", "Eva", "Ian", "Ivy"]
 OBJECTS = ["apples", "pens", "cards", "books", "coins", "eggs", "stickers", "shells", "stamps", "marbles"]
 FUNCTION_NAMES = ["f", "g", "h", "calc", "solve", "func", "compute", "value", "result", "apply", "step", "make"]
-DATA_SOURCE = "unirl/synthetic"
+DATA_SOURCE = "dualmode_rl/synthetic"
 
 
 @dataclass
