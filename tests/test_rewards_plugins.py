@@ -70,12 +70,12 @@ def test_entry_point(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("spec,reason", [
     ("no_such_module_xyz:fn", "No module named 'no_such_module_xyz'"),
-    ("rewards.format:no_such_fn", "has no attribute 'no_such_fn'"),
+    ("dualmode_rl.rewards.format:no_such_fn", "has no attribute 'no_such_fn'"),
     ("/nonexistent/file.py:fn", "no file"),
     ("ep:missing_reward", "no entry point 'missing_reward'"),
     ("justaname", "not a built-in"),
-    ("rewards.format:END_OF_TURN", "is not callable"),
-    ("rewards.math:last_boxed", "cannot tell the convention"),
+    ("dualmode_rl.rewards.format:END_OF_TURN", "is not callable"),
+    ("dualmode_rl.rewards.math:last_boxed", "cannot tell the convention"),
 ])
 def test_bad_plugins_fail_at_load_naming_the_spec(spec, reason):
     with pytest.raises(RewardPluginError) as info:
