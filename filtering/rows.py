@@ -52,14 +52,23 @@ def read_rows(dataset: Dataset, start: int, stop: int) -> list[dict]:
     return _rows_of(dataset[start:stop])
 
 
-def request_for(row: dict, index: int, samples: int) -> GenerationRequest:
+def other_mode(mode: str) -> str:
+    return next(m for m in MODES if m != mode)
+
+
+def request_for(row: dict, index: int, samples: int, mode: str | None = None) -> GenerationRequest:
+    """The request for row `index` in its own mode (id "index"), or in `mode` (id "index:mode")."""
+    request_id = str(index) if mode in (None, row["mode"]) else f"{index}:{mode}"
     return GenerationRequest(
-        request_id=str(index), prompt=row["prompt"], mode=row["mode"], n=samples, system=row.get("system")
+        request_id=request_id, prompt=row["prompt"], mode=mode or row["mode"], n=samples, system=row.get("system")
     )
 
 
-def reward_inputs(row: dict, samples: list[Sample]) -> list[RewardInput]:
-    return [RewardInput(completion=s.text, mode=row["mode"], reference=row) for s in samples]
+def reward_inputs(row: dict, samples: list[Sample], mode: str | None = None) -> list[RewardInput]:
+    """Samples of `row` in its own mode, or in `mode`: then the reference's `mode` column says so too, for
+    plug-ins that read it (a TRL-style reward gets the reference's columns)."""
+    reference = row if mode in (None, row["mode"]) else {**row, "mode": mode}
+    return [RewardInput(completion=s.text, mode=reference["mode"], reference=reference) for s in samples]
 
 
 def _batches(dataset: Dataset) -> Iterator[tuple[int, dict]]:

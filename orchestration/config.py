@@ -92,7 +92,7 @@ class RolloutConfig(Section):
 
 
 class RewardSpec(Section):
-    name: str  # built-in ("auto", "math", "code", "format", "arithmetic_steps") or plug-in path
+    name: str  # built-in ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity") or plug-in path
     weight: float = 1.0
 
 
@@ -126,6 +126,12 @@ class FilterConfig(Section):
     samples: int = Field(8, gt=0)
     out: str | None = None
     max_prompts: int | None = Field(None, gt=0)
+    # Sample each prompt in both modes too; drop it only when every sample is right in both. The kept
+    # row keeps its mode. Doubles the filter's sampling.
+    joint: bool = False
+    # Cut the kept set back to data.reasoning_share (the input's own share when that is unset) by
+    # dropping a seeded (train.seed) random subset of the over-represented mode; rows are never duplicated.
+    rebalance: bool = False
 
 
 class TrainConfig(Section):

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from statistics import mean
 
+from dualmode_rl.rewards.mode_fidelity import FLAGS_BY_MODE, mode_flags
 from dualmode_rl.rewards.types import RewardOutput
 from dualmode_rl.rollout.types import RolloutGroup
 
@@ -34,7 +35,26 @@ def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], acc
         m["group_all_wrong"].append(not any(correct))
     flat = {f"{mode}/{key}": float(mean(values)) for mode, m in per_mode.items() for key, values in m.items()}
     flat["reward_error_rate"] = float(mean(o.error is not None for o in outputs))
+    flat.update(mode_fidelity_metrics(groups))
     return flat
+
+
+def mode_fidelity_key(flag: str, mode: str) -> str:
+    return f"mode_fidelity/{flag}/{mode}"
+
+
+MODE_FIDELITY_KEYS = [mode_fidelity_key(flag, mode) for mode, flags in FLAGS_BY_MODE.items() for flag in flags]
+
+
+def mode_fidelity_metrics(groups: list[RolloutGroup]) -> dict[str, float]:
+    """The share of each mode's samples raising each of its mode-fidelity flags (rewards.mode_fidelity)."""
+    raised: dict[str, list[bool]] = defaultdict(list)
+    for g in groups:
+        for s in g.samples:
+            flags = mode_flags(s.text, g.mode)
+            for flag in FLAGS_BY_MODE[g.mode]:
+                raised[mode_fidelity_key(flag, g.mode)].append(getattr(flags, flag))
+    return {key: float(mean(values)) for key, values in raised.items()}
 
 
 class MetricsLogger:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from dualmode_rl.filtering.accuracy import run_filter
+from dualmode_rl.filtering.accuracy import INPUT_SHARE, run_filter
 from dualmode_rl.rewards.types import RewardOutput
 
 from .components import accuracy_reward_name, build_engine, build_reward_pool
@@ -23,6 +23,13 @@ class AccuracyScores:
         return [RewardOutput(o.component(self.accuracy_reward), o.error, o.extras) for o in self.pool.score(inputs)]
 
 
+def mix_control(cfg: DualModeConfig) -> dict:
+    """run_filter's mode-mix settings from filter.joint / filter.rebalance (to data.reasoning_share, else
+    the input's own share)."""
+    share = cfg.data.reasoning_share if cfg.data.reasoning_share is not None else INPUT_SHARE
+    return {"joint": cfg.filter.joint, "rebalance_to": share if cfg.filter.rebalance else None}
+
+
 def run_filter_command(cfg: DualModeConfig, data: str | None = None, out: str | None = None, split: str = "train") -> dict:
     source = data or cfg.data.train or default_source(cfg)
     dataset = load_prompts(cfg, source, split)
@@ -35,7 +42,7 @@ def run_filter_command(cfg: DualModeConfig, data: str | None = None, out: str | 
                "rewards": cfg.rewards.model_dump(mode="json"), "accuracy_reward": cfg.eval.reward}
     try:
         report = run_filter(engine, AccuracyScores(rewards, accuracy_reward_name(cfg, rewards)), dataset, out_dir,
-                            samples=cfg.filter.samples, run_key=run_key)
+                            samples=cfg.filter.samples, run_key=run_key, seed=cfg.train.seed, **mix_control(cfg))
     finally:
         engine.shutdown()
         rewards.close()

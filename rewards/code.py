@@ -27,6 +27,12 @@ def extract_program(answer: str) -> str:
     return answer
 
 
+def last_fence_end(answer: str) -> int | None:
+    """Where the last complete ``` fenced block ends (just after its closing fence), or None."""
+    ends = [m.end() for m in _FENCE.finditer(answer)]
+    return ends[-1] if ends else None
+
+
 def jobs_for(program: str, reference: dict) -> list[SandboxJob]:
     if reference.get("test"):
         return [SandboxJob(program=program, test_code=reference["test"],

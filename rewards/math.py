@@ -21,8 +21,8 @@ _FACTORIAL = re.compile(r"(\d+)\s*!")
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (balanced braces), or None."""
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the last \\boxed{...}'s content (balanced braces; `end` is its closing brace), or None."""
     starts = [m.end() for m in _BOX.finditer(text)]
     if not starts:
         return None
@@ -30,8 +30,14 @@ def last_boxed(text: str) -> str | None:
     for i in range(start, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if depth == 0:
-            return text[start:i].strip()
+            return start, i
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (balanced braces), or None."""
+    span = last_boxed_span(text)
+    return None if span is None else text[span[0]:span[1]].strip()
 
 
 def gold_answer(answer: str) -> str:

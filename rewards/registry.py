@@ -2,7 +2,8 @@
 
 Specs:
 - built-ins: "auto" (route on reference["domain"], gated on format), "math", "code", "format",
-  "arithmetic_steps" (every line with `=` in the reasoning is a true `a op b = c`);
+  "arithmetic_steps" (every line with `=` in the reasoning is a true `a op b = c`),
+  "mode_fidelity" (1 when the completion keeps to its mode: rewards.mode_fidelity);
 - dotted path: "my_pkg.rewards:length_penalty";
 - file path: "path/to/file.py:compute_score";
 - entry point: "ep:GROUP:NAME" (or "ep:NAME" for the group "dualmode_rl.rewards").
@@ -44,10 +45,13 @@ def _builtin(name: str):
     if name == "arithmetic_steps":
         from dualmode_rl.rewards.arithmetic_steps import ArithmeticStepsReward
         return ArithmeticStepsReward()
+    if name == "mode_fidelity":
+        from dualmode_rl.rewards.mode_fidelity import ModeFidelityReward
+        return ModeFidelityReward()
     return None
 
 
-BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps")
+BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity")
 
 
 def _load_object(spec: str):
