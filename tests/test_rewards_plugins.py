@@ -27,7 +27,7 @@ def test_trl_convention_from_file(tmp_path):
     out = fn(ROWS)
     assert fn.name == "contains_answer"
     assert [o.score for o in out] == [1.0, 0.0]
-    assert out[1].error == "reward returned None"
+    assert out[1].error == "returned None (cannot score)"
 
 
 def test_verl_convention_dict_and_async(tmp_path):
@@ -70,12 +70,12 @@ def test_entry_point(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("spec,reason", [
     ("no_such_module_xyz:fn", "No module named 'no_such_module_xyz'"),
-    ("rewards.format:no_such_fn", "has no attribute 'no_such_fn'"),
+    ("dualmode_rl.rewards.format:no_such_fn", "has no attribute 'no_such_fn'"),
     ("/nonexistent/file.py:fn", "no file"),
     ("ep:missing_reward", "no entry point 'missing_reward'"),
     ("justaname", "not a built-in"),
-    ("rewards.format:END_OF_TURN", "is not callable"),
-    ("rewards.math:last_boxed", "cannot tell the convention"),
+    ("dualmode_rl.rewards.format:END_OF_TURN", "is not callable"),
+    ("dualmode_rl.rewards.math:last_boxed", "cannot tell the convention"),
 ])
 def test_bad_plugins_fail_at_load_naming_the_spec(spec, reason):
     with pytest.raises(RewardPluginError) as info:
