@@ -14,7 +14,7 @@ def write_jsonl(path, rows):
 
 def test_bad_mode_names_file_and_row(tmp_path):
     path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "a", "mode": "reasoning"}, {"prompt": "b", "mode": "thinking"}])
-    with pytest.raises(DataError, match=r"p\.jsonl: row 1: mode 'thinking'"):
+    with pytest.raises(DataError, match=r"p\.jsonl: row 2: mode 'thinking'"):
         load_prompts(load_config(), path, "train")
 
 
