@@ -31,3 +31,11 @@ def test_mode_mix_assigns_modes(tmp_path):
     data = load_prompts(load_config(None, ["data.reasoning_share=0.25"]), path, "train")
     share = sum(m == "reasoning" for m in data["mode"]) / len(data)
     assert 0.15 < share < 0.35
+
+
+def test_rows_get_their_number_as_id_unless_they_have_one(tmp_path):
+    numbered = load_prompts(load_config(), write_jsonl(tmp_path / "n.jsonl", [{"prompt": "a", "mode": "reasoning"}] * 3), "train")
+    assert numbered["id"] == [1, 2, 3]
+    named = load_prompts(load_config(), write_jsonl(tmp_path / "i.jsonl", [{"prompt": "a", "mode": "reasoning", "id": "q7"}]),
+                         "train")
+    assert named["id"] == ["q7"]

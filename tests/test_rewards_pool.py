@@ -29,14 +29,14 @@ class Flaky:
 
 
 class Values:
-    """A batch reward returning one given value per sample, or a given list for the whole batch."""
+    """A batch reward returning a given value for each sample, by its completion."""
     name = "values"
 
-    def __init__(self, values=None, whole=None):
-        self.values, self.whole = values, whole
+    def __init__(self, values):
+        self.values = values
 
     def __call__(self, inputs):
-        return self.whole if self.whole is not None else [RewardOutput(self.values[i.completion]) for i in inputs]
+        return [RewardOutput(self.values[i.completion]) for i in inputs]
 
 
 def test_weighted_sum_with_components_in_extras():
@@ -77,12 +77,16 @@ def test_bad_values_are_errors_of_their_sample_under_one_rule():
         (0.0, e.removeprefix("values: ")) for e in list(errors.values())[:len(bad)]]
 
 
-def test_a_batch_reward_must_return_one_value_per_sample():
-    pool = RewardPool([(Values(whole=[RewardOutput(1.0)]), 1.0)])
+def test_a_trl_reward_returning_a_list_of_the_wrong_length_is_an_error_naming_it(tmp_path):
+    from dualmode_rl.rewards.registry import load_reward
+
+    plugin = tmp_path / "short.py"
+    plugin.write_text("def one_score(completions, **columns):\n    return [1.0]\n")  # one score for the batch
+    pool = RewardPool([(load_reward(f"{plugin}:one_score"), 1.0)])
     out = pool.score([RewardInput(c, "reasoning", {}) for c in "abc"])
     assert [o.score for o in out] == [0.0] * 3
-    assert all(o.error == "values: returned a list of 1 for a batch of 3 samples (a batch call must return one value per "
-               "sample)" for o in out)
+    assert all(o.error == "one_score: returned a list of 1 for a batch of 3 samples (a batch call must return one "
+               "value per sample)" for o in out)
 
 
 def test_first_occurrence_of_each_error_is_logged_and_written_with_traceback_and_row_id(tmp_path, caplog):

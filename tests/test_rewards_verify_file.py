@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -67,6 +68,18 @@ def test_nan_inf_and_out_of_range_are_errors_in_verify_and_in_training_alike(tmp
     assert [(r["score"], r["error"]) for r in written] == [(o.score, o.error) for o in trained]
     assert [r["score"] for r in written] == [0.0, 0.0, 0.0, 0.5] and summary["errors"] == 3
     assert "value: returned nan, not a finite number" == written[0]["error"] and "outside [0, 1]" in written[2]["error"]
+
+
+def test_verl_dict_extras_are_written_and_summarised(tmp_path):
+    """examples/verl_style_reward.py returns {"score", "has_boxed"}: each row keeps its extras, and the
+    summary has the per-reward metrics training logs (rewards/<name>/<key>)."""
+    root = Path(__file__).resolve().parents[1] / "examples"
+    summary = verify_file(f"{root / 'verl_style_reward.py'}:compute_score", root / "completions.jsonl", tmp_path / "out.jsonl")
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [(r["score"], r["extras"]) for r in out] == [(1.0, {"has_boxed": 1.0}), (0.0, {"has_boxed": 1.0})]
+    assert summary["metrics"]["rewards/compute_score/has_boxed"] == 1.0
+    assert summary["metrics"]["rewards/compute_score/mean/reasoning"] == 0.0
+    assert summary["metrics"]["rewards/compute_score/error_rate"] == 0.0
 
 
 def test_empty_input_is_an_error(tmp_path):
