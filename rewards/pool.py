@@ -69,16 +69,25 @@ class RewardPool:
         self._lock = threading.Lock()
 
     def score(self, inputs: list[RewardInput]) -> list[RewardOutput]:
-        calls = [(r, items) for r, (fn, _) in enumerate(self.rewards)
-                 for items in self._call_items(fn, len(inputs))]
-        results: dict[int, list[RewardOutput]] = {}
+        calls = [(r, items) for r, (fn, _) in enumerate(self.rewards) for items in self._call_items(fn, len(inputs))]
+        results = self._run(calls, inputs)
+        parts: list[list] = [[None] * len(self.rewards) for _ in inputs]
+        for call, (r, items) in enumerate(calls):
+            for i, (out, raised) in zip(items, results[call]):
+                parts[i][r] = self._checked(self.rewards[r][0].name, inputs[i], out, raised)
+        return [self._combine(p) for p in parts]
+
+    def _run(self, calls: list[tuple[int, list[int]]], inputs: list[RewardInput]) -> dict[int, list]:
+        """Each call (reward index, sample indices) on a thread, `num_workers` at a time, each with
+        `timeout_s` per sample: call index -> [(output, _Raised | None)] per sample."""
+        results: dict[int, list] = {}
         done = threading.Condition()
         running: dict[int, float] = {}
         pending = list(reversed(range(len(calls))))
 
         def work(call: int):
-            fn, items = self.rewards[calls[call][0]][0], calls[call][1]
-            outputs = self._call(fn, [inputs[i] for i in items])
+            (r, items) = calls[call]
+            outputs = self._call(self.rewards[r][0], [inputs[i] for i in items])
             with done:
                 if call in running:
                     del running[call]
@@ -100,11 +109,7 @@ class RewardPool:
                         results[call] = [(RewardOutput(0.0, error), None) for _ in calls[call][1]]
                 if running:
                     done.wait(max(0.0, min(running.values()) - time.monotonic()))
-        parts: list[list] = [[None] * len(self.rewards) for _ in inputs]
-        for call, (r, items) in enumerate(calls):
-            for i, (out, failure) in zip(items, results[call]):
-                parts[i][r] = self._checked(self.rewards[r][0].name, inputs[i], out, failure)
-        return [self._combine(p) for p in parts]
+        return results
 
     @staticmethod
     def _call_items(fn, n: int) -> list[list[int]]:
