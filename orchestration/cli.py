@@ -157,13 +157,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Bad input from the user: reported in one clear line, no traceback."""
+    from dualmode_rl.filtering import FilterDataError
     from dualmode_rl.rewards.jsonl import InputError
     from dualmode_rl.rewards.registry import RewardPluginError
 
     from .checkpoint import CheckpointError
     from .metrics import RewardFailure
 
-    return (ConfigError, InputError, RewardPluginError, CheckpointError, RewardFailure, FileNotFoundError)
+    return (ConfigError, InputError, FilterDataError, RewardPluginError, CheckpointError, RewardFailure,
+            FileNotFoundError)
 
 if __name__ == "__main__":
     sys.exit(main())
