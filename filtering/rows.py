@@ -15,7 +15,7 @@ SCAN_BATCH = 1024
 
 
 class FilterDataError(ValueError):
-    """The dataset to filter is unusable; the message names the source and, for a bad row, its index."""
+    """The dataset to filter is unusable; the message names the source and, for a bad row, its number (from 1)."""
 
 
 def dataset_source(dataset: Dataset) -> str:
@@ -32,20 +32,21 @@ def scan_rows(dataset: Dataset, source: str) -> str:
     digest = hashlib.sha256(json.dumps(sorted(dataset.column_names)).encode())
     for start, batch in _batches(dataset):
         for offset, row in enumerate(_rows_of(batch)):
-            check_row(row, source, start + offset)
+            check_row(row, source, start + offset + 1)
             digest.update(json.dumps(row, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 
 
-def check_row(row: dict, source: str, index: int) -> None:
+def check_row(row: dict, source: str, number: int) -> None:
+    """`number`: the row's number, from 1, as every message about rows gives it."""
     if row.get("mode") not in MODES:
-        raise FilterDataError(f"{source}: row {index}: 'mode' is {row.get('mode')!r}, expected one of {MODES}")
+        raise FilterDataError(f"{source}: row {number}: 'mode' is {row.get('mode')!r}, expected one of {MODES}")
     prompt = row.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
-        raise FilterDataError(f"{source}: row {index}: 'prompt' must be a non-empty string, got {prompt!r:.80}")
+        raise FilterDataError(f"{source}: row {number}: 'prompt' must be a non-empty string, got {prompt!r:.80}")
     system = row.get("system")
     if system is not None and not isinstance(system, str):
-        raise FilterDataError(f"{source}: row {index}: 'system' must be a string, got {type(system).__name__}")
+        raise FilterDataError(f"{source}: row {number}: 'system' must be a string, got {type(system).__name__}")
 
 
 def read_rows(dataset: Dataset, start: int, stop: int) -> list[dict]:

@@ -1,4 +1,4 @@
-"""The `dualmode-rl` command: bootstrap, eval, verify, filter, train, report, demo."""
+"""The `dualmode-rl` command: bootstrap, eval, verify, filter, train, check, report, demo."""
 from __future__ import annotations
 
 import argparse
@@ -64,8 +64,15 @@ def cmd_filter(args) -> int:
 def cmd_train(args) -> int:
     from .loop import train
 
-    train(_config(args), resume=args.resume)
+    resume = "auto" if args.resume_auto else "yes" if args.resume else "no"
+    train(_config(args), resume=resume, allow_config_change=args.allow_config_change)
     return 0
+
+
+def cmd_check(args) -> int:
+    from .check import run_check
+
+    return run_check(_config(args))
 
 
 def cmd_report(args) -> int:
@@ -113,7 +120,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: filter.out or RUN/filter)")
     p = command("train", cmd_train, "run RL post-training")
     p.add_argument("--model")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in train.out (an error when there is none)")
+    p.add_argument("--resume=auto", dest="resume_auto", action="store_true",
+                   help="continue from the latest checkpoint in train.out, or start afresh when there is none")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: accept model, data or algorithm settings that differ from the run's config.yaml")
+    p = command("check", cmd_check, "check a config, model, rewards, checkpointing and one learner step before a long run")
+    p.add_argument("--model")
     p = command("report", cmd_report, "write a Markdown report with plots for a run", config=False)
     p.add_argument("run_dir")
     p = command("demo", cmd_demo, "bootstrap, evaluate, filter, train and evaluate again")
@@ -143,12 +157,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Bad input from the user: reported in one clear line, no traceback."""
+    from dualmode_rl.filtering import FilterDataError
+    from dualmode_rl.rewards.jsonl import InputError
     from dualmode_rl.rewards.registry import RewardPluginError
 
     from .checkpoint import CheckpointError
-    from .data import DataError
+    from .metrics import RewardFailure
 
-    return (ConfigError, DataError, RewardPluginError, CheckpointError, FileNotFoundError)
+    return (ConfigError, InputError, FilterDataError, RewardPluginError, CheckpointError, RewardFailure,
+            FileNotFoundError)
 
 if __name__ == "__main__":
     sys.exit(main())

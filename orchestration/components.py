@@ -8,7 +8,7 @@ from dualmode_rl.rewards.registry import load_reward
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
 from .checkpoint import check_model_folder
-from .config import DualModeConfig
+from .config import CPU_MAX_MODEL_LEN, DualModeConfig
 
 
 def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingConfig:
@@ -22,11 +22,29 @@ def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingCo
     )
 
 
+def max_model_len(cfg: DualModeConfig) -> int:
+    """rollout.max_model_len, or by default the model's max_position_embeddings, at most CPU_MAX_MODEL_LEN
+    without GPUs (vLLM's CPU KV cache must hold a whole sequence)."""
+    if cfg.rollout.max_model_len:
+        return cfg.rollout.max_model_len
+    model_limit = model_max_length(cfg.model_path)
+    return model_limit if cfg.rollout.gpus_per_worker > 0 else min(model_limit, CPU_MAX_MODEL_LEN)
+
+
+def model_max_length(model_path: str | Path) -> int:
+    """The sequence length the model was built for: config.json's max_position_embeddings (text config)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(model_path))
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return int(config.max_position_embeddings)
+
+
 def engine_kwargs(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False) -> dict:
     return {
         "model_path": str(model_path),
         "sampling": sampling_config(cfg, evaluation),
-        "max_model_len": cfg.rollout.max_model_len,
+        "max_model_len": max_model_len(cfg),
         "seed": cfg.train.seed,
         "gpu_memory_utilization": cfg.rollout.gpu_memory_utilization,
         "tensor_parallel_size": cfg.rollout.tensor_parallel_size,
@@ -45,12 +63,13 @@ def build_engine(cfg: DualModeConfig, model_path: str | Path, evaluation: bool =
     return VllmEngine(**engine_kwargs(cfg, model_path, evaluation))
 
 
-def build_reward_pool(cfg: DualModeConfig, evaluation: bool = False) -> RewardPool:
+def build_reward_pool(cfg: DualModeConfig, evaluation: bool = False, errors_file: Path | None = None) -> RewardPool:
     """Loads every reward plug-in now, so a bad one stops start-up with its name. `evaluation`: the
-    accuracy reward (eval.reward) alone."""
+    accuracy reward (eval.reward) alone. `errors_file`: where first occurrences of errors go (errors.jsonl)."""
     specs = [(cfg.eval.reward, 1.0)] if evaluation else [(spec.name, spec.weight) for spec in cfg.rewards.rewards]
     rewards = [(load_reward(name), weight) for name, weight in specs]
-    return RewardPool(rewards, num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s)
+    return RewardPool(rewards, num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s,
+                      errors_file=errors_file)
 
 
 def accuracy_reward_name(cfg: DualModeConfig, pool: RewardPool) -> str | None:

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+CPU_MAX_MODEL_LEN = 32768
 
 
 class ConfigError(ValueError):
@@ -81,7 +82,10 @@ class RolloutConfig(Section):
     reasoning: SamplingSection = SamplingSection(temperature=1.0)
     non_reasoning: SamplingSection = SamplingSection(temperature=1.0)
     gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
-    max_model_len: int = Field(512, gt=0)
+    # Prompt + completion tokens per sequence. None: the model's max_position_embeddings (its config.json),
+    # at most CPU_MAX_MODEL_LEN when rollout workers have no GPU, so vLLM's CPU KV cache (a share of the
+    # memory, rollout.gpu_memory_utilization) holds a full sequence. Start-up checks every prompt fits.
+    max_model_len: int | None = Field(None, gt=0)
     tensor_parallel_size: int = Field(1, gt=0)
     gpus_per_worker: float = Field(0, ge=0)  # GPU clusters: = tensor_parallel_size
     # CPU machines: VLLM_CPU_OMP_THREADS_BIND per worker, e.g. ["0", "1"] or ["nobind"]; None = vLLM's auto.
@@ -99,7 +103,8 @@ class RewardSpec(Section):
 class RewardsConfig(Section):
     rewards: list[RewardSpec] = [RewardSpec(name="auto")]
     num_workers: int = Field(2, gt=0)
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)  # per sample and reward
+    max_failed_steps: int = Field(3, gt=0)  # a run stops when a reward fails on every sample this many steps in a row
 
 
 class AlgorithmConfig(Section):

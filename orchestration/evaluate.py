@@ -62,14 +62,16 @@ def format_table(report: dict) -> str:
 
 
 def run_eval(cfg, data: str | None = None, split: str | None = None) -> dict:
-    from .checkpoint import check_model_folder
     from .components import build_engine, build_reward_pool
     from .data import default_source, load_split
+    from .preflight import check_generation_limits, check_model
 
-    check_model_folder(cfg.model_path)  # the user's model is named first, before any data look-up
-    dataset = load_split(data or cfg.data.test or default_source(cfg), split or cfg.eval.split)
+    model = check_model(cfg.model_path)  # the user's model is named first, before any data look-up
+    source = data or cfg.data.test or default_source(cfg)
+    dataset = load_split(source, split or cfg.eval.split)
     if cfg.eval.limit:
         dataset = dataset.select(range(min(cfg.eval.limit, len(dataset))))
+    check_generation_limits(cfg, model.tokenizer, dataset, source, both_modes=True)
     rewards = build_reward_pool(cfg, evaluation=True)
     engine = build_engine(cfg, cfg.model_path, evaluation=True)
     try:

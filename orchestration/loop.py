@@ -15,11 +15,11 @@ from dualmode_rl.rollout.pool import PoolPlacement, RolloutPool
 from dualmode_rl.rollout.types import MODES
 from dualmode_rl.rollout.worker import current_node
 
-from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
-from .components import accuracy_reward_name, build_reward_pool, engine_kwargs
+from .checkpoint import LoopState, save_checkpoint
+from .components import accuracy_reward_name, engine_kwargs
 from .config import DualModeConfig, dump_config
-from .data import default_source, load_prompts
-from .metrics import MetricsLogger
+from .metrics import ERRORS_FILE, MetricsLogger, RewardFailureWatch
+from .preflight import preflight_train
 from .ray_runtime import init_ray
 from .rollout_ahead import RolloutAhead
 from .sampler import PromptSampler
@@ -39,27 +39,18 @@ def learner_config(cfg: DualModeConfig, model_path: str) -> LearnerConfig:
     )
 
 
-def _starting_point(cfg: DualModeConfig, run_dir: Path, resume: bool) -> tuple[LoopState, Path | None, str]:
-    checkpoint = latest_checkpoint(run_dir)
-    if checkpoint and not resume:
-        raise CheckpointError(f"{run_dir} already holds checkpoints: pass --resume, or set train.out elsewhere")
-    if checkpoint is None:
-        return LoopState(), None, str(check_model_folder(cfg.model_path))
-    log.info("resuming from %s", checkpoint)
-    return load_loop_state(checkpoint), checkpoint, str(checkpoint / "policy")
-
-
-def train(cfg: DualModeConfig, resume: bool = False) -> Path:
-    """Runs train.steps RL steps (continuing from the latest checkpoint with `resume`); returns the run folder."""
+def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = False) -> Path:
+    """Runs train.steps RL steps (continuing from the latest checkpoint with `resume` "yes" or "auto");
+    returns the run folder."""
     if cfg.train.torch_threads:
         torch.set_num_threads(cfg.train.torch_threads)
+    start = preflight_train(cfg, resume, allow_config_change)  # every check, before any actor or file
+    state, checkpoint, start_model, dataset, rewards = (start.state, start.checkpoint, start.model_path,
+                                                        start.dataset, start.rewards)
     run_dir = Path(cfg.train.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    state, checkpoint, start_model = _starting_point(cfg, run_dir, resume)
     dump_config(cfg, run_dir / "config.yaml")
-    dataset = load_prompts(cfg, cfg.data.train or default_source(cfg), "train")
     sampler = PromptSampler(len(dataset), cfg.train.seed, **state.sampler)
-    rewards = build_reward_pool(cfg)
     accuracy_reward = accuracy_reward_name(cfg, rewards)
     advantage_fn = get_advantage(cfg.algorithm.advantage)
     init_ray()
@@ -73,6 +64,7 @@ def train(cfg: DualModeConfig, resume: bool = False) -> Path:
         learner.load_training_state(checkpoint / "trainer")
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     metrics = MetricsLogger(run_dir, keep_until_step=state.step)
+    failures = RewardFailureWatch(rewards, cfg.rewards.max_failed_steps, run_dir / ERRORS_FILE)
     ahead = RolloutAhead(rollout, rewards, cfg.rollout.samples_per_prompt, reference=learner.reference_logprobs)
 
     def batch_for(step: int) -> tuple[list[dict], int]:  # rollouts depend on (seed, step) only: exact resume
@@ -83,8 +75,9 @@ def train(cfg: DualModeConfig, resume: bool = False) -> Path:
             saving = step % cfg.train.save_every == 0 or step == cfg.train.steps
             # no batch generated ahead across a checkpoint, so resume stays exact
             scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
-            metrics.log(step, learn(scored, rollout, learner, advantage_fn, version=step,
-                                        accuracy_reward=accuracy_reward))
+            step_metrics = learn(scored, rollout, learner, advantage_fn, version=step, accuracy_reward=accuracy_reward)
+            metrics.log(step, step_metrics)
+            failures.check(step_metrics)  # a reward failing on every sample stops the run, naming it
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors

@@ -10,6 +10,7 @@ from dualmode_rl.rewards.types import RewardOutput
 from .components import accuracy_reward_name, build_engine, build_reward_pool
 from .config import DualModeConfig
 from .data import default_source, load_prompts
+from .preflight import check_generation_limits, check_model
 
 
 class AccuracyScores:
@@ -31,10 +32,12 @@ def mix_control(cfg: DualModeConfig) -> dict:
 
 
 def run_filter_command(cfg: DualModeConfig, data: str | None = None, out: str | None = None, split: str = "train") -> dict:
+    model = check_model(cfg.model_path)
     source = data or cfg.data.train or default_source(cfg)
     dataset = load_prompts(cfg, source, split)
     if cfg.filter.max_prompts:
         dataset = dataset.select(range(min(cfg.filter.max_prompts, len(dataset))))
+    check_generation_limits(cfg, model.tokenizer, dataset, source)
     out_dir = Path(out or cfg.filter.out or Path(cfg.train.out).parent / "filter")
     rewards = build_reward_pool(cfg)
     engine = build_engine(cfg, cfg.model_path)

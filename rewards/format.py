@@ -54,7 +54,7 @@ def split_answer(completion: str, mode: str) -> tuple[str | None, str | None]:
 
 
 class FormatReward:
-    """1 when the completion follows its mode's format, else 0 with the reason."""
+    """1 when the completion follows its mode's format, else 0 with the reason (a score, not an error)."""
 
     name = "format"
 
@@ -64,5 +64,5 @@ class FormatReward:
             answer, error = split_answer(item.completion, item.mode)
             if error is None and not answer:
                 error = "empty answer"
-            outputs.append(RewardOutput(score=0.0 if error else 1.0, error=error))
+            outputs.append(RewardOutput(score=0.0 if error else 1.0, reason=error))
         return outputs

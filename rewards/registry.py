@@ -54,6 +54,18 @@ def _builtin(name: str):
 BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity")
 
 
+def _ship_by_value(module) -> None:
+    """A plug-in file is not importable by name in another process: have cloudpickle, and Ray's copy of
+    it when Ray is loaded, send its code along, so Ray can ship the reward to its workers."""
+    for name in ("cloudpickle", "ray.cloudpickle"):
+        if name.startswith("ray") and "ray" not in sys.modules:
+            continue
+        try:
+            importlib.import_module(name).register_pickle_by_value(module)
+        except ImportError:
+            pass
+
+
 def _load_object(spec: str):
     if spec.startswith("ep:"):
         parts = spec.split(":")
@@ -74,6 +86,7 @@ def _load_object(spec: str):
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module
         module_spec.loader.exec_module(module)
+        _ship_by_value(module)
     else:
         module = importlib.import_module(where)
     obj = module

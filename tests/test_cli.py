@@ -18,7 +18,7 @@ def cli(*args, cwd=None, timeout=600):
 def test_help_lists_commands():
     out = cli("--help")
     assert out.returncode == 0
-    for command in ("bootstrap", "eval", "verify", "filter", "train", "report", "demo"):
+    for command in ("bootstrap", "eval", "verify", "filter", "train", "check", "report", "demo"):
         assert command in out.stdout
 
 
@@ -54,6 +54,16 @@ def test_verify_scores_a_file(tmp_path):
     assert out.returncode == 0, out.stderr
     scored = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [r["score"] for r in scored] == [1.0, 0.0, 0.0]
+
+
+def test_verify_input_errors_are_one_line_with_exit_code_2(tmp_path):
+    bad, empty = tmp_path / "bad.jsonl", tmp_path / "empty.jsonl"
+    bad.write_text('{"completion": "x", "mode": "reasoning"}\n{"completion": 3, "mode": "reasoning"}\n')
+    empty.write_text("")
+    for path, message in ((bad, "line 2: missing string key 'completion'"), (empty, "no rows: the file is empty")):
+        out = cli("verify", "--reward", "math", "--input", path, "--output", tmp_path / "out.jsonl")
+        assert (out.returncode, out.stderr) == (2, f"dualmode-rl: {path}: {message}\n")
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_report_from_metrics(tmp_path):

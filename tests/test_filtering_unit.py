@@ -190,15 +190,15 @@ def test_bad_rows_name_file_and_row(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     dataset = load_dataset("json", data_files=str(path), split="train")
-    with pytest.raises(FilterDataError, match=r"row 3: 'mode' is 'thinking'"):
+    with pytest.raises(FilterDataError, match=r"row 4: 'mode' is 'thinking'"):
         run_filter(FakeGenerator(), FakeRewardPool(), dataset, tmp_path / "out", source=str(path), progress=False)
-    with pytest.raises(FilterDataError, match="prompts.jsonl: row 3"):
+    with pytest.raises(FilterDataError, match="prompts.jsonl: row 4"):
         run_filter(FakeGenerator(), FakeRewardPool(), dataset, tmp_path / "out", source=str(path), progress=False)
     no_prompt = Dataset.from_list([{"mode": "reasoning", "question": "x"}])
     with pytest.raises(FilterDataError, match=r"missing column\(s\) \['prompt'\]"):
         run_filter(FakeGenerator(), FakeRewardPool(), no_prompt, tmp_path / "out2", progress=False)
     empty_prompt = Dataset.from_list(make_rows(2) + [dict(make_rows(3)[2], prompt=" ")])
-    with pytest.raises(FilterDataError, match="row 2: 'prompt' must be a non-empty string"):
+    with pytest.raises(FilterDataError, match="row 3: 'prompt' must be a non-empty string"):
         run_filter(FakeGenerator(), FakeRewardPool(), empty_prompt, tmp_path / "out3", progress=False)
 
 

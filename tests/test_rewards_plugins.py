@@ -27,7 +27,7 @@ def test_trl_convention_from_file(tmp_path):
     out = fn(ROWS)
     assert fn.name == "contains_answer"
     assert [o.score for o in out] == [1.0, 0.0]
-    assert out[1].error == "reward returned None"
+    assert out[1].error == "returned None (cannot score)"
 
 
 def test_verl_convention_dict_and_async(tmp_path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from tensorboard_events import scalar_events
 
 from dualmode_rl.orchestration.batch_builder import build_batch
 from dualmode_rl.orchestration.metrics import rollout_metrics
@@ -121,6 +122,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoi
     assert resumed.returncode == 0, resumed.stderr[-4000:]
 
     assert _learning_metrics(broken) == _learning_metrics(whole)
+    assert [step for step, _ in scalar_events(broken / "tensorboard", "kl")] == list(range(1, STEPS + 1))  # no killed steps
     assert [m["rollout/staleness"] for m in _learning_metrics(whole)] == staleness
     a, b = _weights(whole, STEPS), _weights(broken, STEPS)
     assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a), "resumed weights differ from the uninterrupted run"
@@ -128,6 +130,33 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoi
     assert any(not a[k].equal(previous[k]) for k in a)  # training moved the weights
     state = json.loads((broken / "checkpoints" / f"step_{STEPS:06d}" / "loop_state.json").read_text())
     assert state["step"] == STEPS and state["sampler"]["position"] == 4 * STEPS % 300
+
+
+@pytest.mark.slow
+def test_a_reward_that_raises_is_logged_written_and_stops_the_run(tmp_path, tiny_checkpoint):
+    """The raising reward's error, traceback and row id reach the log and errors.jsonl, per-reward metrics
+    (and the verl reward's extras) reach metrics.jsonl, and after rewards.max_failed_steps steps of failing
+    on every sample the run stops with one line naming the reward and its error."""
+    boom, out = tmp_path / "boom.py", tmp_path / "run"
+    boom.write_text('def boom(completions, **columns):\n    raise RuntimeError("boom")\n')
+    verl = Path(__file__).resolve().parents[1] / "examples" / "verl_style_reward.py"
+    done = run(BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, f"train.out={out}", "train.steps=6",
+               "rollout.engine=hf", *SHORT, "rewards.max_failed_steps=2",
+               f"rewards.rewards=[{{name: '{verl}:compute_score'}}, {{name: '{boom}:boom', weight: 0.5}}]")
+    assert done.returncode == 2, done.stderr[-4000:]
+    assert done.stderr.strip().splitlines()[-1] == (
+        "dualmode-rl: reward 'boom' failed on every sample for 2 steps in a row (rewards.max_failed_steps=2); its last "
+        f"error: RuntimeError: boom (first occurrences with tracebacks: {out / 'errors.jsonl'})")
+    assert "reward 'boom' failed on row id" in done.stderr and 'raise RuntimeError("boom")' in done.stderr
+    records = [json.loads(line) for line in (out / "errors.jsonl").read_text().splitlines()]
+    assert [(r["reward"], r["error"]) for r in records] == [("boom", "RuntimeError: boom")]  # the first occurrence only
+    assert 'raise RuntimeError("boom")' in records[0]["traceback"] and str(records[0]["id"]).startswith("train-")
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [1, 2]
+    for m in metrics:
+        assert m["rewards/boom/error_rate"] == 1.0 and m["rewards/compute_score/error_rate"] == 0.0
+        assert 0.0 <= m["rewards/compute_score/has_boxed"] <= 1.0 and 0.0 <= m["rewards/compute_score/mean"] <= 1.0
+        assert {f"rewards/boom/error_rate/{g.split('/')[0]}" for g in m if g.endswith("/accuracy")} <= set(m)
 
 
 def _free_port() -> int:
@@ -147,15 +176,24 @@ def test_ray_job_submit_runs_training(tmp_path, tiny_checkpoint):
     started = run(ray, "start", "--head", f"--port={port}", f"--dashboard-port={dash}", "--num-cpus=2",
                   "--include-dashboard=true", "--disable-usage-stats", env=env, timeout=180)
     assert started.returncode == 0, started.stderr[-3000:]
+    # The job's working directory holds the user's own rewards.py (its reward is trained with), rl.py and
+    # rollout/: dualmode-rl's modules live under dualmode_rl, so none of them is shadowed (importing the
+    # user's rl or rollout would fail the job).
+    job_dir = tmp_path / "job"
+    (job_dir / "rollout").mkdir(parents=True)
+    (job_dir / "rewards.py").write_text("def has_box(completions, **columns):\n    return [float('boxed' in c) for c in completions]\n")
+    for module in ("rl.py", "rollout/__init__.py"):
+        (job_dir / module).write_text("raise ImportError('the user module was imported instead of dualmode_rl')\n")
     try:
         out = tmp_path / "job_run"
-        job = run(ray, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--",
+        job = run(ray, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", job_dir, "--",
                   BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, f"train.out={out}", "train.steps=1", *SHORT,
-                  env=env, timeout=900)
+                  "rewards.rewards=[{name: auto}, {name: rewards.py:has_box, weight: 0.1}]", env=env, timeout=900)
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
         assert "succeeded" in (job.stdout + job.stderr).lower()
         assert "connected to Ray cluster" in job.stdout + job.stderr
         assert (out / "checkpoints" / "latest").read_text() == "step_000001"
+        assert json.loads((out / "metrics.jsonl").read_text())["rewards/has_box/error_rate"] == 0.0
     finally:
         run(ray, "stop", "--force", env=env, timeout=120)
         shutil.rmtree(tmp_path / "job_run", ignore_errors=True)
