@@ -66,10 +66,8 @@ def request_for(row: dict, index: int, samples: int, mode: str | None = None) ->
 
 
 def reward_inputs(row: dict, samples: list[Sample], mode: str | None = None) -> list[RewardInput]:
-    """Samples of `row` in its own mode, or in `mode`: then the reference's `mode` column says so too, for
-    plug-ins that read it (a TRL-style reward gets the reference's columns)."""
-    reference = row if mode in (None, row["mode"]) else {**row, "mode": mode}
-    return [RewardInput(completion=s.text, mode=reference["mode"], reference=reference) for s in samples]
+    """Samples of `row` in its own mode, or in `mode` (plug-ins are handed the sample's mode)."""
+    return [RewardInput(completion=s.text, mode=mode or row["mode"], reference=row) for s in samples]
 
 
 def _batches(dataset: Dataset) -> Iterator[tuple[int, dict]]:

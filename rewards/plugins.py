@@ -88,9 +88,9 @@ class TRLReward:
         self._accepted = {p.name for p in params}
 
     def __call__(self, inputs: list[RewardInput]) -> list[RewardOutput]:
-        columns: dict[str, list] = {"mode": [item.mode for item in inputs]}
-        for key in {k for item in inputs for k in item.reference}:
-            columns[key] = [item.reference.get(key) for item in inputs]
+        columns: dict[str, list] = {key: [item.reference.get(key) for item in inputs]
+                                    for key in {k for item in inputs for k in item.reference}}
+        columns["mode"] = [item.mode for item in inputs]  # the sample's mode, whatever the row's column says
         columns.setdefault("prompts", columns.get("prompt", [None] * len(inputs)))
         if not self._accepts_all:
             columns = {k: v for k, v in columns.items() if k in self._accepted}

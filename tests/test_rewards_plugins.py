@@ -30,6 +30,17 @@ def test_trl_convention_from_file(tmp_path):
     assert out[1].error == "returned None (cannot score)"
 
 
+
+def test_trl_reward_is_handed_the_samples_mode_not_the_rows(tmp_path):
+    """The filter's joint sampling scores a row's prompt in its other mode: the reward must see that mode."""
+    path = _write(tmp_path, "trl_mode.py", """
+        def is_reasoning(completions, mode, **kwargs):
+            return [float(m == "reasoning") for m in mode]
+    """)
+    fn = load_reward(f"{path}:is_reasoning")
+    rows = [RewardInput("x", "reasoning", {"mode": "non_reasoning"}), RewardInput("x", "non_reasoning", {"mode": "reasoning"})]
+    assert [o.score for o in fn(rows)] == [1.0, 0.0]
+
 def test_verl_convention_dict_and_async(tmp_path):
     path = _write(tmp_path, "verl_reward.py", """
         import asyncio
