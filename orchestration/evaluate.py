@@ -94,11 +94,15 @@ def plot_thinking_budgets(table: list[dict], path: Path) -> Path:
     figure = Figure(figsize=(5, 3.4))
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
-    xs, ys = [r["mean_think_tokens"] for r in table], [r["accuracy"] for r in table]
-    ax.plot(xs, ys, marker="o")
-    for r, x, y in zip(table, xs, ys):
+    budgeted = [r for r in table if r["thinking_budget"] is not None]
+    ax.plot([r["mean_think_tokens"] for r in budgeted], [r["accuracy"] for r in budgeted], marker="o", label="budget")
+    ax.plot([r["mean_think_tokens"] for r in table if r not in budgeted],
+            [r["accuracy"] for r in table if r not in budgeted], marker="s", linestyle="none", label="no budget")
+    for r in table:
         label = "none" if r["thinking_budget"] is None else str(r["thinking_budget"])
-        ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.annotate(label, (r["mean_think_tokens"], r["accuracy"]), textcoords="offset points", xytext=(4, 4),
+                    fontsize=8)
+    ax.legend(fontsize=7)
     ax.set(xlabel="mean think tokens", ylabel="reasoning accuracy (pass@1)", title="thinking budget")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ single-token markers, and the HF engine applies the same one through `ThinkingBu
   after it; the newline the reasoning-mode generation prompt puts after `<think>` is the first one;
 - once the open block holds N think tokens, the next token is `</think>`, whatever the model's
   distribution says (so N = 0 and N = 1 both close the block at once after `<think>\\n`);
-- only `</think>` is forced: the model then writes `\\n\\n` and its answer itself.
+- only `</think>` is forced: the model then writes `\\n\\n` and its answer itself. (vLLM's v1 sampler
+  also recognises a natural end by the forced token sequence; with `</think>\\n\\n` a model closing with
+  other whitespace would go uncounted and get a second `</think>` forced into its answer.)
 
 A forced token was not sampled: `forced_positions` finds them in a finished completion (the rule is
 deterministic, so this is exact), the engines record them in `Sample.forced_positions` with a
