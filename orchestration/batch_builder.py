@@ -27,5 +27,6 @@ def build_batch(groups: list[RolloutGroup], outputs: list[RewardOutput], advanta
         group_ids=[i for i, _, _ in samples],
         modes=[g.mode for _, g, _ in samples],
         rollout_logprobs=[s.logprobs for _, _, s in samples],
+        loss_mask=[s.sampled_mask() for _, _, s in samples],  # forced tokens (thinking budget) weigh 0
     )
     return batch, rewards

@@ -33,15 +33,31 @@ def cmd_bootstrap(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import format_table
-    from .evaluate import run_eval
+    from .evaluate import THINKING_BUDGETS, format_table, plot_thinking_budgets, run_eval
 
+    if args.thinking_budgets and not args.json:
+        print("dualmode-rl: eval --thinking-budgets needs --json (the table goes into it, the plot next to it)",
+              file=sys.stderr)
+        return 2
     cfg = _config(args)
-    report = run_eval(cfg, data=args.data, split=args.split)
+    report = run_eval(cfg, data=args.data, split=args.split, thinking_budgets=args.thinking_budgets)
     print(format_table(report))
     if args.json:
         write_json_atomic(args.json, report)
+    if args.thinking_budgets:
+        json_path = Path(args.json)
+        print(plot_thinking_budgets(report[THINKING_BUDGETS], json_path.with_name(json_path.stem + ".thinking_budgets.png")))
     return 0
+
+
+def _budgets(text: str) -> list[int]:
+    try:
+        budgets = [int(part) for part in text.split(",")]
+    except ValueError:
+        budgets = []
+    if not budgets or any(b < 0 for b in budgets):
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts >= 0, e.g. 16,32,64; got {text!r}")
+    return budgets
 
 
 def cmd_verify(args) -> int:
@@ -109,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset (default: the model's bundled task suite)")
     p.add_argument("--split", default=None, help="split name (default: eval.split)")
     p.add_argument("--json", help="write the result here")
+    p.add_argument("--thinking-budgets", type=_budgets, metavar="N,N,...",
+                   help="also reasoning accuracy at each thinking budget and unbudgeted: a table in the --json "
+                        "file and a plot of accuracy against think tokens next to it (needs --json)")
     p = command("verify", cmd_verify, "score a JSONL file of completions offline", config=False)
     p.add_argument("--reward", required=True, help="math, code, format, auto, or a plug-in path")
     p.add_argument("--input", required=True)

@@ -72,6 +72,12 @@ class SamplingSection(EvalSampling):
     max_tokens: int = Field(160, gt=0)
 
 
+class ReasoningSamplingSection(SamplingSection):
+    # Think tokens (counted from `<think>`, the generation prompt's newline included) after which the
+    # engine forces `</think>`; the forced token gets no loss weight (rollout/thinking_budget.py). None: no budget.
+    thinking_budget: int | None = Field(None, ge=0)
+
+
 class RolloutConfig(Section):
     engine: Literal["vllm", "hf"] = "vllm"
     num_workers: int = Field(1, gt=0)
@@ -79,7 +85,7 @@ class RolloutConfig(Section):
     # Training samples the policy itself (T=1), as TRL and verl do by default. Any T > 0 stays on-policy:
     # the learner's log-probs are taken at these temperatures (loop.learner_config). Evaluation keeps
     # the model's recommended settings (eval.*).
-    reasoning: SamplingSection = SamplingSection(temperature=1.0)
+    reasoning: ReasoningSamplingSection = ReasoningSamplingSection(temperature=1.0)
     non_reasoning: SamplingSection = SamplingSection(temperature=1.0)
     gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
     # Prompt + completion tokens per sequence. None: the model's max_position_embeddings (its config.json),

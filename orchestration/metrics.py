@@ -22,7 +22,8 @@ ERRORS_FILE = "errors.jsonl"  # first occurrences of each reward's errors (rewar
 
 def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], accuracy_reward: str | None = None,
                     threshold: float = 1.0 - 1e-9) -> dict:
-    """reward, accuracy, response length, truncation and all-correct/all-wrong group rates, per mode.
+    """reward, accuracy, response length, truncation, thinking-budget hit and all-correct/all-wrong group
+    rates, per mode.
 
     Correct means `accuracy_reward`'s own score >= 1 when the pool has that component (eval.reward),
     so shaping terms added to the total (arithmetic_steps) do not count as accuracy; else the total."""
@@ -36,6 +37,7 @@ def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], acc
         m["accuracy"] += correct
         m["response_length"] += [len(s.token_ids) for s in g.samples]
         m["truncated"] += [s.finish_reason == "length" for s in g.samples]
+        m["budget_hit"] += [s.budget_hit for s in g.samples]  # the thinking budget closed the think block
         m["group_all_correct"].append(all(correct))
         m["group_all_wrong"].append(not any(correct))
     flat = {f"{mode}/{key}": float(mean(values)) for mode, m in per_mode.items() for key, values in m.items()}

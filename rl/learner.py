@@ -110,7 +110,7 @@ def _validate(batch: TrainingBatch) -> None:
     n = len(batch.completion_ids)
     fields = {"prompt_ids": batch.prompt_ids, "advantages": batch.advantages, "group_ids": batch.group_ids,
               "modes": batch.modes}
-    for name in ("rollout_logprobs", "ref_logprobs"):
+    for name in ("rollout_logprobs", "ref_logprobs", "loss_mask"):
         if getattr(batch, name) is not None:
             fields[name] = getattr(batch, name)
     for name, values in fields.items():
@@ -123,7 +123,7 @@ def _validate(batch: TrainingBatch) -> None:
             raise ValueError(f"TrainingBatch.completion_ids[{i}] is empty")
         if not math.isfinite(batch.advantages[i]):
             raise ValueError(f"TrainingBatch.advantages[{i}] = {batch.advantages[i]} is not finite")
-        for name in ("rollout_logprobs", "ref_logprobs"):
+        for name in ("rollout_logprobs", "ref_logprobs", "loss_mask"):
             values = getattr(batch, name)
             if values is not None and len(values[i]) != len(batch.completion_ids[i]):
                 raise ValueError(f"TrainingBatch.{name}[{i}] has {len(values[i])} values "
@@ -177,7 +177,11 @@ class Learner:
     def _micro_batches(self, batch: TrainingBatch) -> list[MicroBatch]:
         world_size, rank = data_parallel.world()
         lengths = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
-        return self._plan(batch.prompt_ids, batch.completion_ids, shard_for_rank(lengths, world_size, rank))
+        micro = self._plan(batch.prompt_ids, batch.completion_ids, shard_for_rank(lengths, world_size, rank))
+        if batch.loss_mask is not None:  # the loss, its ratios and the metrics all weigh tokens by mb.mask
+            for mb in micro:
+                mb.mask = mb.mask * mb.padded_values(batch.loss_mask)
+        return micro
 
     def _plan(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], indices: list[int]) -> list[MicroBatch]:
         lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
@@ -188,7 +192,7 @@ class Learner:
 
     def _norm(self, batch: TrainingBatch) -> LossNorm:
         lengths = [len(c) for c in batch.completion_ids]
-        return LossNorm(num_sequences=len(batch), num_tokens=sum(lengths),
+        return LossNorm(num_sequences=len(batch), num_tokens=round(sum(batch.trained_tokens())),
                         max_completion_length=self.config.max_completion_length or max(lengths))
 
     def _initial_old_logprobs(self, batch: TrainingBatch, micro: list[MicroBatch]) -> list[torch.Tensor | None]:
@@ -268,9 +272,9 @@ class Learner:
 
     def _add_mode_metrics(self, sums, batch: TrainingBatch, mb: MicroBatch, logprobs, entropy, ref) -> None:
         modes = sorted(set(batch.modes))  # same keys on every rank, so metric sums line up
-        tokens_per_mode = defaultdict(int)
-        for mode, completion in zip(batch.modes, batch.completion_ids):
-            tokens_per_mode[mode] += len(completion)
+        tokens_per_mode = defaultdict(float)
+        for mode, tokens in zip(batch.modes, batch.trained_tokens()):
+            tokens_per_mode[mode] += tokens
         token_sums = mb.mask.sum(-1)
         for mode in modes:
             rows = torch.tensor([batch.modes[i] == mode for i in mb.sequence_indices], device=mb.mask.device)

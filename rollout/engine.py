@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
+from .thinking_budget import mark_forced, require_markers, think_markers, vllm_reasoning_config
 from .types import GenerationRequest, RolloutGroup, Sample
 from .weight_file import write_weights_file
 
@@ -46,6 +47,9 @@ class VllmEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
+        self.think_markers = think_markers(self.tokenizer)
+        if self.sampling.reasoning.thinking_budget is not None:
+            require_markers(self.think_markers, f"at {self.model_path}")
         if gpu_memory_utilization is None:
             gpu_memory_utilization = CPU_MEMORY_SHARE if current_platform.is_cpu() else GPU_MEMORY_SHARE
         self.llm = LLM(
@@ -58,6 +62,7 @@ class VllmEngine:
             logprobs_mode=logprobs_mode,
             enforce_eager=enforce_eager,
             worker_extension_cls=WEIGHT_SYNC_EXTENSION,
+            reasoning_config=vllm_reasoning_config(self.think_markers),  # lets requests carry a thinking budget
         )
         self._policy_version = int(policy_version)
 
@@ -86,7 +91,8 @@ class VllmEngine:
         prompt_ids = [render_prompt_ids(self.tokenizer, r) for r in requests]
         for r, ids in zip(requests, prompt_ids):
             check_prompt_fits(r, ids, self.max_model_len)
-        params = [self._sampling_params(self.sampling.for_mode(r.mode), 1 if greedy else r.n, greedy) for r in requests]
+        modes = [self.sampling.for_mode(r.mode) for r in requests]
+        params = [self._sampling_params(mode, 1 if greedy else r.n, greedy) for r, mode in zip(requests, modes)]
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [
@@ -94,9 +100,9 @@ class VllmEngine:
                 request_id=r.request_id,
                 mode=r.mode,
                 prompt_token_ids=ids,
-                samples=[self._to_sample(c) for c in out.outputs],
+                samples=[self._to_sample(c, ids, mode.thinking_budget) for c in out.outputs],
             )
-            for r, ids, out in zip(requests, prompt_ids, outputs)
+            for r, ids, out, mode in zip(requests, prompt_ids, outputs, modes)
         ]
 
     def _sampling_params(self, mode: ModeSampling, n: int, greedy: bool):
@@ -110,17 +116,20 @@ class VllmEngine:
             logprobs=0,  # only the chosen token's logprob
             stop_token_ids=[self.tokenizer.eos_token_id],
             detokenize=False,  # decoded below in one place, identically to HfEngine
+            thinking_token_budget=mode.thinking_budget,
         )
 
-    def _to_sample(self, completion) -> Sample:
+    def _to_sample(self, completion, prompt_ids: list[int], budget: int | None) -> Sample:
         token_ids = list(completion.token_ids)
         logprobs = [step[tok].logprob for tok, step in zip(token_ids, completion.logprobs)]
+        forced, logprobs = mark_forced(prompt_ids, token_ids, logprobs, self.think_markers, budget)
         return Sample(
             token_ids=token_ids,
             logprobs=logprobs,
             text=self.tokenizer.decode(token_ids, skip_special_tokens=True),
             finish_reason="length" if completion.finish_reason == "length" else "stop",
             policy_version=self._policy_version,
+            forced_positions=forced,
         )
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:

@@ -7,8 +7,10 @@ scores that were sampled from.
 from __future__ import annotations
 
 import torch
+from transformers import LogitsProcessorList
 
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
+from .thinking_budget import ThinkingBudgetProcessor, mark_forced, require_markers, think_markers
 from .types import GenerationRequest, RolloutGroup, Sample
 
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
@@ -41,6 +43,9 @@ class HfEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
+        self.think_markers = think_markers(self.tokenizer)
+        if self.sampling.reasoning.thinking_budget is not None:
+            require_markers(self.think_markers, f"at {self.model_path}")
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
         self.model.to(self.device).eval()
         torch.manual_seed(engine_seed(seed, self.sampling))
@@ -76,12 +81,14 @@ class HfEngine:
         pad = self._pad_id()
         inputs = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        out = self.model.generate(inputs, attention_mask=mask, **self._generate_kwargs(self.sampling.for_mode(mode), greedy, width))
+        sampling = self.sampling.for_mode(mode)
+        out = self.model.generate(inputs, attention_mask=mask, **self._generate_kwargs(sampling, greedy, width))
         steps = out.logits if self.logprobs_mode == "raw_logprobs" else out.scores
         step_logprobs = torch.stack(steps, dim=1).float().log_softmax(-1)  # [rows, new, vocab]
         new_tokens = out.sequences[:, width:]
         chosen = step_logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        return [self._to_sample(new_tokens[i].tolist(), chosen[i].tolist()) for i in range(len(prompts))]
+        return [self._to_sample(new_tokens[i].tolist(), chosen[i].tolist(), prompts[i], sampling.thinking_budget)
+                for i in range(len(prompts))]
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -92,6 +99,9 @@ class HfEngine:
         if max_new < 1:
             raise ValueError(f"HfEngine: prompt of {prompt_len} tokens leaves no room in max_model_len={self.max_model_len}")
         sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=mode.temperature, top_p=mode.top_p, top_k=0)
+        if mode.thinking_budget is not None:  # forced before temperature and top-p, as in vLLM
+            markers = require_markers(self.think_markers, f"at {self.model_path}")
+            sampling["logits_processor"] = LogitsProcessorList([ThinkingBudgetProcessor(markers, mode.thinking_budget)])
         return dict(
             max_new_tokens=max_new,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -102,17 +112,19 @@ class HfEngine:
             **sampling,
         )
 
-    def _to_sample(self, tokens: list[int], logprobs: list[float]) -> Sample:
+    def _to_sample(self, tokens: list[int], logprobs: list[float], prompt: list[int], budget: int | None) -> Sample:
         eos = self.tokenizer.eos_token_id
         stopped = eos in tokens
         length = tokens.index(eos) + 1 if stopped else len(tokens)  # keep the eos token, like vLLM
         tokens, logprobs = tokens[:length], logprobs[:length]
+        forced, logprobs = mark_forced(prompt, tokens, logprobs, self.think_markers, budget)
         return Sample(
             token_ids=tokens,
             logprobs=logprobs,
             text=self.tokenizer.decode(tokens, skip_special_tokens=True),
             finish_reason="stop" if stopped else "length",
             policy_version=self._policy_version,
+            forced_positions=forced,
         )
 
     @torch.no_grad()

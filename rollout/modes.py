@@ -5,7 +5,7 @@ tokenizer whose chat template has that switch (a real EXAONE 4.0 one included) w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .types import MODES, REASONING, GenerationRequest
 
@@ -15,6 +15,7 @@ class ModeSampling:
     temperature: float
     top_p: float
     max_tokens: int
+    thinking_budget: int | None = None  # think tokens before `</think>` is forced (rollout/thinking_budget.py)
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -23,6 +24,8 @@ class ModeSampling:
             raise ValueError(f"ModeSampling.top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
             raise ValueError(f"ModeSampling.max_tokens must be >= 1, got {self.max_tokens}")
+        if self.thinking_budget is not None and self.thinking_budget < 0:
+            raise ValueError(f"ModeSampling.thinking_budget must be >= 0 or None, got {self.thinking_budget}")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,10 @@ class SamplingConfig:
     def for_mode(self, mode: str) -> ModeSampling:
         check_mode(mode)
         return self.reasoning if mode == REASONING else self.non_reasoning
+
+    def with_thinking_budget(self, budget: int | None) -> "SamplingConfig":
+        """The same settings with reasoning mode's thinking budget set to `budget` (None: no budget)."""
+        return replace(self, reasoning=replace(self.reasoning, thinking_budget=budget))
 
 
 def engine_seed(seed: int | None, sampling: SamplingConfig) -> int:
