@@ -9,13 +9,18 @@ from pathlib import Path
 from statistics import mean
 
 from dualmode_rl.rewards.types import RewardOutput
+from dualmode_rl.rl.advantages import CORRECT_THRESHOLD
 from dualmode_rl.rollout.types import RolloutGroup
 
 METRICS_FILE = "metrics.jsonl"
 
 
-def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], accuracy_reward: str | None = None,
-                    threshold: float = 1.0 - 1e-9) -> dict:
+def is_correct(output: RewardOutput, accuracy_reward: str | None) -> bool:
+    """`accuracy_reward`'s own score >= 1 when the pool has that component (eval.reward), else the total's."""
+    return output.component(accuracy_reward) >= CORRECT_THRESHOLD
+
+
+def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], accuracy_reward: str | None = None) -> dict:
     """reward, accuracy, response length, truncation and all-correct/all-wrong group rates, per mode.
 
     Correct means `accuracy_reward`'s own score >= 1 when the pool has that component (eval.reward),
@@ -24,7 +29,7 @@ def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], acc
     it = iter(outputs)
     for g in groups:
         outs = [next(it) for _ in g.samples]
-        correct = [o.component(accuracy_reward) >= threshold for o in outs]
+        correct = [is_correct(o, accuracy_reward) for o in outs]
         m = per_mode[g.mode]
         m["reward"] += [o.score for o in outs]
         m["accuracy"] += correct
