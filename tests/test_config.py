@@ -53,7 +53,7 @@ def test_shipped_configs_validate():
         load_config(path)
 
 
-def test_off_policy_correction_is_on_exactly_when_rollout_is_asynchronous():
+def test_off_policy_correction_is_on_exactly_when_rollout_is_asynchronous(caplog):
     from dualmode_rl.orchestration.loop import learner_config
 
     def correction(*overrides):
@@ -62,3 +62,6 @@ def test_off_policy_correction_is_on_exactly_when_rollout_is_asynchronous():
     assert correction("rollout.max_staleness=1") == "tis" and correction("rollout.max_staleness=0") == "none"
     assert correction("rollout.max_staleness=0", "learner.off_policy_correction=mis") == "mis"
     assert load_config(None).rollout.reasoning.top_p == 1.0 and load_config(None).eval.reasoning.top_p == 0.95
+    assert "not the sampler's distribution" not in caplog.text
+    correction("rollout.non_reasoning.top_p=0.9")
+    assert "rollout.non_reasoning samples with top-p/top-k" in caplog.text

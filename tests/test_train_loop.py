@@ -157,6 +157,11 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoi
     assert [m["step"] for m in _learning_metrics(whole)] == list(range(1, STEPS + 1))
     assert {"time/rollout", "time/learner", "kl", "entropy"} <= set(json.loads((whole / "metrics.jsonl").read_text().splitlines()[0]))
     assert list((whole / "tensorboard").iterdir())
+    # the sampler's log-probs are the learner's up to fp32 rounding (~1e-6) when on-policy; one update
+    # stale they are not, and the correction (auto: tis) weighs them
+    gaps = [m["mismatch/logprob_abs"] for m in _learning_metrics(whole) if m["rollout/staleness"] == 0]
+    assert gaps and max(gaps) < 1e-3, gaps
+    assert all(m["off_policy/ratio_max/reasoning"] > 0 for m in _learning_metrics(whole))
 
     _kill_mid_run([*train, f"train.out={broken}"], broken)
     assert (broken / "checkpoints" / "latest").read_text() != f"step_{STEPS:06d}"  # killed part-way
