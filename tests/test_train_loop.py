@@ -58,8 +58,8 @@ def test_reward_failures_are_left_out_not_trained_as_wrong_answers(tmp_path):
 
     plugin = tmp_path / "flaky.py"
     plugin.write_text("def flaky(completions, **columns):\n"
-                      "    if 'odd' in completions[0]:\n        raise RuntimeError('verifier crashed')\n"
-                      "    return [1.0 if 'right' in completions[0] else 0.0]\n")
+                      "    if any('odd' in c for c in completions):\n        raise RuntimeError('verifier crashed')\n"
+                      "    return [1.0 if 'right' in c else 0.0 for c in completions]\n")
     texts = [["right", "wrong", "right odd", "wrong odd"], ["wrong", "wrong", "right odd", "right odd"],
              ["odd"] * 4, ["right", "wrong", "wrong", "wrong"]]
     groups = [RolloutGroup(str(i), "reasoning", [1, 2], [Sample([3 + i, 10 + j], [-0.5, -0.1], t, "stop")
