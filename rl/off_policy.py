@@ -19,6 +19,7 @@ import torch
 
 CORRECTIONS = ("none", "tis", "mis")
 LEVELS = ("sequence", "token")
+MAX_LOG_RATIO = 20.0  # long sequences' summed log-ratios stay finite in fp32 (as TRL clamps them); any cap is far below e^20
 
 
 def importance_ratio(logprobs: torch.Tensor, behaviour: torch.Tensor, mask: torch.Tensor,
@@ -29,7 +30,7 @@ def importance_ratio(logprobs: torch.Tensor, behaviour: torch.Tensor, mask: torc
         log_ratio = log_ratio.sum(-1, keepdim=True).expand_as(mask)
     elif level != "token":
         raise ValueError(f"off-policy level '{level}' is not one of {LEVELS}")
-    return torch.exp(log_ratio)
+    return torch.exp(log_ratio.clamp(-MAX_LOG_RATIO, MAX_LOG_RATIO))
 
 
 def off_policy_weights(ratio: torch.Tensor, correction: str, cap: float) -> tuple[torch.Tensor, torch.Tensor]:
