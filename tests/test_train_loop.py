@@ -161,7 +161,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoi
     # stale they are not, and the correction (auto: tis) weighs them
     gaps = [m["mismatch/logprob_abs"] for m in _learning_metrics(whole) if m["rollout/staleness"] == 0]
     assert gaps and max(gaps) < 1e-3, gaps
-    assert all(m["off_policy/ratio_max/reasoning"] > 0 for m in _learning_metrics(whole))
+    assert all(m["off_policy/ratio_max"] > 0 for m in _learning_metrics(whole))
 
     _kill_mid_run([*train, f"train.out={broken}"], broken)
     assert (broken / "checkpoints" / "latest").read_text() != f"step_{STEPS:06d}"  # killed part-way
