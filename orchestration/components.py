@@ -12,14 +12,15 @@ from .config import CPU_MAX_MODEL_LEN, DualModeConfig
 
 
 def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingConfig:
-    """Training's sampling (rollout.*), or with `evaluation` eval.*'s temperature and top-p at rollout's
-    lengths and thinking budget."""
+    """Training's sampling (rollout.*), or with `evaluation` eval.*'s temperature, top-p and top-k at
+    rollout's lengths and thinking budget."""
     r, e = cfg.rollout, cfg.eval
     reasoning, non_reasoning = (e.reasoning, e.non_reasoning) if evaluation else (r.reasoning, r.non_reasoning)
     return SamplingConfig(
-        reasoning=ModeSampling(reasoning.temperature, reasoning.top_p, r.reasoning.max_tokens,
-                               r.reasoning.thinking_budget),
-        non_reasoning=ModeSampling(non_reasoning.temperature, non_reasoning.top_p, r.non_reasoning.max_tokens),
+        reasoning=ModeSampling(reasoning.temperature, reasoning.top_p, r.reasoning.max_tokens, top_k=reasoning.top_k,
+                               thinking_budget=r.reasoning.thinking_budget),
+        non_reasoning=ModeSampling(non_reasoning.temperature, non_reasoning.top_p, r.non_reasoning.max_tokens,
+                                   top_k=non_reasoning.top_k),
         seed=cfg.train.seed,
     )
 

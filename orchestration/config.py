@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
@@ -66,9 +66,20 @@ class BootstrapConfig(Section):
 class EvalSampling(Section):
     temperature: float = Field(ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(-1, ge=-1)  # -1: off
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k_on_or_off(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("top_k must be -1 (off) or >= 1")
+        return value
 
 
 class SamplingSection(EvalSampling):
+    # Training samples the full softmax(logits / T): top-p 1 and top-k off, so the learner's log-probs
+    # are of the sampler's distribution. A cut tail is only ever pushed down; training warns.
+    top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(160, gt=0)
 
 
@@ -127,6 +138,15 @@ class AlgorithmConfig(Section):
     loss_aggregation: Literal["token_sum", "token_mean", "seq_token_mean"] = "token_sum"  # AGAPO as printed: token_sum
 
 
+class LearnerSection(Section):
+    # Off-policy correction against the sampler's log-probs (rl/off_policy.py). auto: tis when
+    # rollout.max_staleness > 0 (samples one update old), else none.
+    off_policy_correction: Literal["auto", "tis", "mis", "none"] = "auto"
+    off_policy_cap: float = Field(2.0, gt=1)  # tis: weight min(ratio, cap); mis: ratio outside [1/cap, cap] dropped
+    off_policy_level: Literal["sequence", "token"] = "sequence"  # sequence: unbiased below the cap
+    fp32_lm_head: bool = True  # LM head and log-softmax in fp32 when the model runs in bf16
+
+
 class DataConfig(Section):
     train: str | None = None  # a `datasets` folder or .jsonl; default: the bootstrap train split
     test: str | None = None
@@ -177,6 +197,7 @@ class DualModeConfig(Section):
     rollout: RolloutConfig = RolloutConfig()
     rewards: RewardsConfig = RewardsConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
+    learner: LearnerSection = LearnerSection()
     filter: FilterConfig = FilterConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()

@@ -16,7 +16,7 @@ from dualmode_rl.rollout.types import MODES
 from dualmode_rl.rollout.worker import current_node
 
 from .checkpoint import LoopState, save_checkpoint
-from .components import accuracy_reward_name, engine_kwargs
+from .components import accuracy_reward_name, engine_kwargs, sampling_config
 from .config import DualModeConfig, dump_config
 from .metrics import ERRORS_FILE, MetricsLogger, RewardFailureWatch
 from .preflight import preflight_train
@@ -29,13 +29,22 @@ log = logging.getLogger(__name__)
 
 
 def learner_config(cfg: DualModeConfig, model_path: str) -> LearnerConfig:
-    a = cfg.algorithm
+    a, le = cfg.algorithm, cfg.learner
+    for mode in MODES:
+        if sampling_config(cfg).for_mode(mode).truncated:
+            log.warning("rollout.%s samples with top-p/top-k: the learner scores the full softmax(logits / T), not "
+                        "the sampler's distribution (mismatch/logprob_abs shows by how much)", mode)
+    correction = le.off_policy_correction
+    if correction == "auto":
+        correction = "tis" if cfg.rollout.max_staleness > 0 else "none"
     return LearnerConfig(
         model_path=model_path, ref_model_path=cfg.model_path, loss=a.loss, lr=a.learning_rate, beta=a.beta,
         max_grad_norm=a.max_grad_norm, micro_batch_size=a.micro_batch_size, layout=a.micro_batch_layout,
         loss_agg=a.loss_aggregation,
         seed=cfg.train.seed, total_steps=cfg.train.steps,
         temperatures={mode: getattr(cfg.rollout, mode).temperature for mode in MODES},
+        off_policy_correction=correction, off_policy_cap=le.off_policy_cap, off_policy_level=le.off_policy_level,
+        fp32_lm_head=le.fp32_lm_head,
     )
 
 

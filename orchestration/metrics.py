@@ -12,6 +12,7 @@ from statistics import mean
 from dualmode_rl.rewards.mode_fidelity import FLAGS_BY_MODE, mode_flags
 from dualmode_rl.rewards.pool import reward_metrics
 from dualmode_rl.rewards.types import RewardOutput
+from dualmode_rl.rl.advantages import CORRECT_THRESHOLD
 from dualmode_rl.rollout.types import RolloutGroup
 
 from .atomic import write_text_atomic
@@ -20,10 +21,13 @@ METRICS_FILE = "metrics.jsonl"
 ERRORS_FILE = "errors.jsonl"  # first occurrences of each reward's errors (rewards.pool)
 
 
-def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], accuracy_reward: str | None = None,
-                    threshold: float = 1.0 - 1e-9) -> dict:
-    """reward, accuracy, response length, truncation, thinking-budget hit and all-correct/all-wrong group
-    rates, per mode.
+def is_correct(output: RewardOutput, accuracy_reward: str | None) -> bool:
+    """`accuracy_reward`'s own score >= 1 when the pool has that component (eval.reward), else the total's."""
+    return output.component(accuracy_reward) >= CORRECT_THRESHOLD
+
+
+def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], accuracy_reward: str | None = None) -> dict:
+    """reward, accuracy, response length, truncation, thinking-budget hit and all-correct/all-wrong group rates, per mode.
 
     Correct means `accuracy_reward`'s own score >= 1 when the pool has that component (eval.reward),
     so shaping terms added to the total (arithmetic_steps) do not count as accuracy; else the total."""
@@ -31,16 +35,17 @@ def rollout_metrics(groups: list[RolloutGroup], outputs: list[RewardOutput], acc
     it = iter(outputs)
     for g in groups:
         outs = [next(it) for _ in g.samples]
-        correct = [o.component(accuracy_reward) >= threshold for o in outs]
+        correct = [is_correct(o, accuracy_reward) for o in outs]
         m = per_mode[g.mode]
-        m["reward"] += [o.score for o in outs]
-        m["accuracy"] += correct
+        scored = [o.error is None for o in outs]  # a failed reward is no answer, right or wrong (reward_error_rate)
+        m["reward"] += [o.score for o, ok in zip(outs, scored) if ok]
+        m["accuracy"] += [c for c, ok in zip(correct, scored) if ok]
         m["response_length"] += [len(s.token_ids) for s in g.samples]
         m["truncated"] += [s.finish_reason == "length" for s in g.samples]
         m["budget_hit"] += [s.budget_hit for s in g.samples]  # the thinking budget closed the think block
         m["group_all_correct"].append(all(correct))
         m["group_all_wrong"].append(not any(correct))
-    flat = {f"{mode}/{key}": float(mean(values)) for mode, m in per_mode.items() for key, values in m.items()}
+    flat = {f"{mode}/{key}": float(mean(values)) for mode, m in per_mode.items() for key, values in m.items() if values}
     flat["reward_error_rate"] = float(mean(o.error is not None for o in outputs))
     return {**flat, **mode_fidelity_metrics(groups), **reward_metrics(outputs, [g.mode for g in groups for _ in g.samples])}
 

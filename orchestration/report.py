@@ -21,6 +21,9 @@ PANELS = [
     ("time_per_stage", ["time/rollout", "time/reward", "time/learner", "time/weight_sync", "time/reference",
                         "time/rollout_wait"]),
     ("rollout_staleness", ["rollout/staleness"]),
+    ("sampler_learner_mismatch", ["mismatch/logprob_abs/reasoning", "mismatch/logprob_abs/non_reasoning"]),
+    ("off_policy_ratio", [f"off_policy/ratio_{s}/{m}" for s in ("mean", "max") for m in ("reasoning", "non_reasoning")]),
+    ("off_policy_capped_frac", ["off_policy/capped_frac/reasoning", "off_policy/capped_frac/non_reasoning"]),
 ]
 
 

@@ -50,10 +50,9 @@ def collect(rollout, rewards, samples_per_prompt: int, rows: list[dict], seed: i
 def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int,
           accuracy_reward: str | None = None) -> dict[str, float]:
     """Takes the learner step on `scored` and syncs the result to the rollout workers as `version`;
-    `accuracy_reward` names the reward component that decides the logged accuracy."""
+    `accuracy_reward` names the reward component that decides accuracy (logged, and agapo_neg's)."""
     timer = StageTimer()
-    batch, _ = build_batch(scored.groups, scored.outputs, advantage_fn)
-    batch.ref_logprobs = scored.ref_logprobs
+    batch, _ = build_batch(scored.groups, scored.outputs, advantage_fn, accuracy_reward, scored.ref_logprobs)
     with timer("learner"):
         learner_metrics = learner.step(batch)
     with timer("weight_sync"):

@@ -3,11 +3,13 @@
 vLLM starts its engine core in a spawned process: build `VllmEngine` only under
 `if __name__ == "__main__":` (or inside a Ray actor / pytest fixture), never at import time.
 
-Sampling logprobs: by default (`logprobs_mode="raw_logprobs"`) each sample's `logprobs[t]` is the
-log-probability of the chosen token under the model's RAW distribution (temperature 1, no top-p),
-i.e. exactly what a learner computes with `log_softmax(logits)`; the temperature and top-p only
-change which token is drawn. Pass `logprobs_mode="processed_logprobs"` to get the log-probability
-under the temperature-scaled, top-p-truncated distribution that was actually sampled from.
+Sampling log-probs (`Sample.logprobs`): vLLM's `logprobs_mode="processed_logprobs"` (the default
+here), the log-probability of each sampled token under the distribution it was drawn from. In
+vllm 0.32 (v1/sample/sampler.py, ops/topk_topp_sampler.py) that is log_softmax in fp32 of the logits
+divided by the temperature, after top-k and then top-p set the cut tail to -inf, so renormalised
+over the kept tokens; tests/test_rollout_engine.py checks both, against transformers. With top-p 1
+and top-k off it is log_softmax(logits / T), what the learner computes. `logprobs_mode="raw_logprobs"`
+gives the untempered model's log-probs instead. Prompt log-probs are always raw.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ class VllmEngine:
         gpu_memory_utilization: float | None = None,
         dtype: str = "float32",
         tensor_parallel_size: int = 1,
-        logprobs_mode: str = "raw_logprobs",
+        logprobs_mode: str = "processed_logprobs",
         enforce_eager: bool = True,
         policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
     ):
@@ -112,6 +114,7 @@ class VllmEngine:
             n=n,
             temperature=0.0 if greedy else mode.temperature,
             top_p=1.0 if greedy else mode.top_p,
+            top_k=0 if greedy else max(mode.top_k, 0),  # vLLM: 0 is off
             max_tokens=mode.max_tokens,
             logprobs=0,  # only the chosen token's logprob
             stop_token_ids=[self.tokenizer.eos_token_id],

@@ -1,8 +1,7 @@
 """A transformers `generate` engine with VllmEngine's interface: for comparison and for machines without vLLM.
 
-Logprob semantics follow VllmEngine: "raw_logprobs" (default) are log_softmax of the raw logits
-(temperature 1, no top-p); "processed_logprobs" are taken from the temperature-scaled, top-p-truncated
-scores that were sampled from.
+Log-prob semantics follow VllmEngine: "processed_logprobs" (default) are log_softmax of the scores
+sampled from (logits / T, then top-k, then top-p, as vLLM orders them); "raw_logprobs" of the raw logits.
 """
 from __future__ import annotations
 
@@ -25,7 +24,7 @@ class HfEngine:
         seed: int | None = None,
         dtype: str = "float32",
         device: str | None = None,
-        logprobs_mode: str = "raw_logprobs",
+        logprobs_mode: str = "processed_logprobs",
         gpu_memory_utilization: float | None = None,  # vLLM-only options, accepted so configs can switch engines
         tensor_parallel_size: int = 1,
         enforce_eager: bool = True,
@@ -98,7 +97,8 @@ class HfEngine:
         max_new = min(mode.max_tokens, self.max_model_len - prompt_len)
         if max_new < 1:
             raise ValueError(f"HfEngine: prompt of {prompt_len} tokens leaves no room in max_model_len={self.max_model_len}")
-        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=mode.temperature, top_p=mode.top_p, top_k=0)
+        sampling = dict(do_sample=False) if greedy else dict(
+            do_sample=True, temperature=mode.temperature, top_p=mode.top_p, top_k=max(mode.top_k, 0))  # top_k 0: off
         if mode.thinking_budget is not None:  # forced before temperature and top-p, as in vLLM
             markers = require_markers(self.think_markers, f"at {self.model_path}")
             sampling["logits_processor"] = LogitsProcessorList([ThinkingBudgetProcessor(markers, mode.thinking_budget)])

@@ -16,6 +16,12 @@ class ModeSampling:
     top_p: float
     max_tokens: int
     thinking_budget: int | None = None  # think tokens before `</think>` is forced (rollout/thinking_budget.py)
+    top_k: int = -1  # -1: off
+
+    @property
+    def truncated(self) -> bool:
+        """Whether top-p or top-k cut the tail, so samples do not follow softmax(logits / T)."""
+        return self.top_p < 1.0 or self.top_k > 0
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -26,14 +32,18 @@ class ModeSampling:
             raise ValueError(f"ModeSampling.max_tokens must be >= 1, got {self.max_tokens}")
         if self.thinking_budget is not None and self.thinking_budget < 0:
             raise ValueError(f"ModeSampling.thinking_budget must be >= 0 or None, got {self.thinking_budget}")
+        if self.top_k != -1 and self.top_k < 1:
+            raise ValueError(f"ModeSampling.top_k must be -1 (off) or >= 1, got {self.top_k}")
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """EXAONE 4.0 recommendation: reasoning T=0.6, top-p 0.95; non-reasoning T < 0.6."""
+    """EXAONE 4.0's temperatures (reasoning T=0.6, non-reasoning T < 0.6), with top-p 1 and no top-k,
+    so samples follow softmax(logits / T), the distribution a learner scores (EXAONE recommends
+    top-p 0.95 for evaluation: orchestration's eval.* settings)."""
 
-    reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.6, 0.95, 512))
-    non_reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.4, 0.95, 256))
+    reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.6, 1.0, 512))
+    non_reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.4, 1.0, 256))
     seed: int | None = 0
 
     def for_mode(self, mode: str) -> ModeSampling:

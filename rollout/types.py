@@ -22,7 +22,9 @@ class GenerationRequest:
 @dataclass
 class Sample:
     token_ids: list[int]  # completion tokens only, as sampled
-    logprobs: list[float]  # sampling log-probability of each completion token
+    # log-probability of each completion token under the distribution it was sampled from: the model's
+    # softmax(logits / T), cut by top-k and top-p and renormalised (the engines' "processed_logprobs")
+    logprobs: list[float]
     text: str
     finish_reason: str  # "stop" or "length"
     policy_version: int = 0

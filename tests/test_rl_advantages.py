@@ -64,3 +64,17 @@ def test_registry_and_bad_input():
         advantages.grpo(torch.ones(4))
     with pytest.raises(ValueError, match="NaN"):
         advantages.rloo(torch.tensor([[1.0, float("nan")]]))
+
+
+def test_samples_without_a_reward_take_no_part():
+    """Every estimator on groups with failed rewards equals the estimator on the scored samples alone
+    (here three per group), and gives the failed ones 0; a group left with one sample has no baseline."""
+    valid = torch.tensor([[True, True, False, True], [False, True, True, True], [True, True, True, False]])
+    failed = REWARDS.masked_fill(~valid, float("nan"))  # whatever a failed reward left behind
+    for name, fn in ADVANTAGES.items():
+        out = fn(failed, valid=valid)
+        assert (out[~valid] == 0).all(), name
+        torch.testing.assert_close(out[valid].view(3, 3), fn(REWARDS[valid].view(3, 3)), msg=name)
+    alone = torch.tensor([[True, False, False, False], [True] * 4, [True] * 4])
+    for name in ("agapo", "grpo", "dr_grpo", "rloo"):
+        assert ADVANTAGES[name](REWARDS, valid=alone)[0].abs().max() < 1e-6, name

@@ -1,4 +1,5 @@
 """The learner on a real tiny Exaone4: packed log-probs, update direction, LoRA export, resume."""
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -159,16 +160,61 @@ def test_clipped_losses_run_through_the_learner(model_dir, loss):
         assert key in metrics and metrics[key] == metrics[key], key
 
 
-def test_agapo_off_policy_correction_must_be_explicit(model_dir):
+def with_sampler_logprobs(learner: Learner, batch: TrainingBatch, shift: float = 0.0) -> TrainingBatch:
+    """The batch with rollout_logprobs = the learner's own log-probs of it, plus `shift`."""
+    micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    with torch.no_grad():
+        lp = learner.policy.token_logprobs(micro, temperature=learner._token_temperatures(batch.modes, micro))[0]
+    return replace(batch, rollout_logprobs=[(lp[i, :len(c)] + shift).tolist() for i, c in enumerate(batch.completion_ids)])
+
+
+def test_off_policy_correction_settings(model_dir):
     with pytest.raises(ValueError, match="off_policy_correction"):
         config(model_dir, loss="agapo", steps_per_batch=2)
-    learner = Learner(config(model_dir, loss="agapo", steps_per_batch=2, off_policy_correction="tis", lr=1e-2))
-    metrics = learner.step(random_batch(2, 4, VOCAB, seed=4))
-    assert learner.global_step == 2 and "tis_truncated_frac" in metrics
-    with pytest.raises(ValueError, match="tis"):
-        config(model_dir, loss="grpo", off_policy_correction="tis")
-    with pytest.raises(ValueError, match="unknown 'ppo'"):
-        config(model_dir, loss="ppo")
+    learner = Learner(config(model_dir, loss="agapo", steps_per_batch=2, off_policy_correction="mis", lr=1e-2))
+    batch = random_batch(2, 4, VOCAB, seed=4)
+    with pytest.raises(ValueError, match="rollout_logprobs is None"):
+        learner.step(batch)
+    learner.step(with_sampler_logprobs(learner, batch))
+    assert learner.global_step == 2
+    for bad, match in ((dict(off_policy_correction="is"), "off_policy_correction"),
+                       (dict(off_policy_cap=1.0), "off_policy_cap"), (dict(off_policy_level="prefix"), "off_policy_level"),
+                       (dict(loss="ppo"), "unknown 'ppo'")):
+        with pytest.raises(ValueError, match=match):
+            config(model_dir, **bad)
+
+
+def test_sampler_gap_metrics_per_mode(model_dir):
+    """mismatch/logprob_abs is the mean |learner - sampler| log-prob; the ratios are the sequences'."""
+    temperatures = {"reasoning": 0.6, "non_reasoning": 0.4}
+    learner = Learner(config(model_dir, temperatures=temperatures, off_policy_correction="tis", lr=1e-3))
+    batch = random_batch(2, 2, VOCAB, seed=10, completion_len=(2, 4))
+    # a sampler 0.05 nats less sure of every token: sequence ratios exp(0.05 * length)
+    metrics = learner.step(with_sampler_logprobs(learner, batch, shift=-0.05))
+    ratios = {mode: [math.exp(0.05 * len(c)) for c, m in zip(batch.completion_ids, batch.modes) if m == mode]
+              for mode in temperatures}
+    tokens = {mode: [len(c) for c, m in zip(batch.completion_ids, batch.modes) if m == mode] for mode in temperatures}
+    # fp32 log-probs of magnitude ~4 and their difference: about 1e-6 of rounding
+    for mode in temperatures:
+        assert metrics[f"mismatch/logprob_abs/{mode}"] == pytest.approx(0.05, abs=1e-5)
+        mean = sum(r * n for r, n in zip(ratios[mode], tokens[mode])) / sum(tokens[mode])
+        assert metrics[f"off_policy/ratio_mean/{mode}"] == pytest.approx(mean, rel=1e-4)
+        assert metrics[f"off_policy/ratio_max/{mode}"] == pytest.approx(max(ratios[mode]), rel=1e-4)
+        assert metrics[f"off_policy/capped_frac/{mode}"] == 0.0
+    assert metrics["mismatch/logprob_abs"] == pytest.approx(0.05, abs=1e-5)
+    assert metrics["off_policy/ratio_max"] == pytest.approx(max(max(r) for r in ratios.values()), rel=1e-4)
+
+
+def test_clipped_loss_ratio_is_against_the_sampler_when_correcting(model_dir):
+    """A GRPO batch the sampler found far less likely (log-probs 8 nats lower) is clipped when the
+    correction is on; without it, the ratio is against the learner's own pass and nothing clips."""
+    batch = random_batch(2, 4, VOCAB, seed=11)
+    batch = replace(batch, advantages=[abs(a) for a in batch.advantages])
+    clip_frac = {}
+    for correction in ("tis", "none"):
+        learner = Learner(config(model_dir, loss="grpo", off_policy_correction=correction))
+        clip_frac[correction] = learner.step(with_sampler_logprobs(learner, batch, shift=-8.0))["clip_frac"]
+    assert clip_frac == {"tis": pytest.approx(1.0), "none": 0.0}
 
 
 def test_bad_batches_are_named(model_dir):
@@ -273,3 +319,24 @@ def test_bf16_steps_run(model_dir, dtypes):
     metrics = learner.step(random_batch(2, 4, VOCAB, seed=9))
     assert all(value == value for value in metrics.values())
     assert any((learner.export_weights()[k].float() - v.float()).abs().max() > 0 for k, v in start.items())
+
+
+def test_lm_head_of_a_bf16_model_runs_in_fp32(model_dir):
+    """The log-softmax input is not rounded to bf16: log-probs match an fp64 head on the bf16 model's
+    own hidden states and weights. The fp32 product of 32 terms is good to ~1e-6 relative (logits of
+    magnitude ~10: 1e-5), so 1e-4; bf16 logits keep 8 significant bits, ~0.02 at that magnitude."""
+    batch = random_batch(2, 4, VOCAB, seed=12)
+    micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    errors = {}
+    for fp32 in (True, False):
+        learner = Learner(config(model_dir, dtype="bfloat16", fp32_lm_head=fp32))
+        model = learner.policy.hf_model
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(30.0)  # trained-model logit scale, not random-init ~0
+            ours = learner.policy.token_logprobs(micro)[0]
+            hidden = model.base_model(input_ids=micro.input_ids).last_hidden_state.reshape(-1, 32)
+            logits = hidden[micro.hidden_index].double() @ model.get_output_embeddings().weight.double().t()
+        assert logits.abs().max() > 5
+        exact = micro.to_padded(logits.log_softmax(-1).gather(1, micro.labels[:, None]).squeeze(1))
+        errors[fp32] = (ours.double() - exact).abs().max().item()
+    assert errors[True] < 1e-4 < 1e-3 < errors[False], errors

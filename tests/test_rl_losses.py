@@ -1,6 +1,7 @@
 """Policy losses: exact sequence-KL gradient by enumeration, equality with TRL's GRPOTrainer loss,
 and the chunked log-prob kernel."""
 import itertools
+import math
 import sys
 from pathlib import Path
 
@@ -91,16 +92,87 @@ def test_agapo_policy_gradient_term_is_advantage_times_sequence_logprob():
     assert token_mean.item() == pytest.approx(-(2 * -3.0 + -1 * -1.5) / 5)
 
 
-def test_agapo_truncated_importance_weights():
+def _sampler_near(policy, seed: int, scale: float) -> TabularPolicy:
+    """A behaviour policy whose logits are the policy's plus `scale` times Gaussian noise."""
+    sampler = TabularPolicy(seed)
+    with torch.no_grad():
+        for noise, logits in zip(sampler.logits, policy.logits):
+            noise.mul_(scale).add_(logits)
+    return sampler
+
+
+def _exact_objective_gradient(policy, reference, advantage, beta):
+    """grad of sum_o pi(o) * (-A(o)) + beta * KL(pi || pi_ref): what AGAPO's loss estimates."""
+    total = 0.0
+    for seq in SEQUENCES:
+        lp = policy.token_logprobs(seq).sum()
+        total = total + lp.exp() * (-advantage[seq] + beta * (lp - reference.token_logprobs(seq).detach().sum()))
+    return _grad(policy, total)
+
+
+def _expectation_under_sampler(policy, sampler, reference, advantage, settings):
+    """sum over all sequences o of pi_sampler(o) * corrected loss(o), old_logprobs = the sampler's."""
+    total = 0.0
+    for seq in SEQUENCES:
+        lp = policy.token_logprobs(seq)[None]
+        old = sampler.token_logprobs(seq).detach()[None]
+        inputs = LossInputs(lp, torch.ones_like(lp), advantage[seq].reshape(1), old_logprobs=old,
+                            ref_logprobs=reference.token_logprobs(seq).detach()[None])
+        total = total + old.sum().exp() * agapo_loss(inputs, LossNorm(1, T, T), settings)[0]
+    return _grad(policy, total)
+
+
+@pytest.mark.parametrize("correction", ["tis", "mis"])
+def test_corrected_agapo_gradient_under_the_sampler_equals_the_exact_gradient_by_enumeration(correction):
+    """Samples drawn from another policy (the sampler), weighted by the correction, give in
+    expectation the exact gradient of the learner's objective (policy term and sequence KL),
+    whenever no weight reaches the cap."""
+    policy, reference = TabularPolicy(0), TabularPolicy(1)
+    sampler = _sampler_near(policy, seed=2, scale=0.1)
+    advantage = dict(zip(SEQUENCES, torch.randn(len(SEQUENCES), generator=torch.Generator().manual_seed(3),
+                                                dtype=torch.float64)))
+    beta, cap = 0.5, 2.0
+    exact = _exact_objective_gradient(policy, reference, advantage, beta)
+    log_ratios = torch.stack([policy.token_logprobs(s).detach() - sampler.token_logprobs(s).detach() for s in SEQUENCES])
+    assert log_ratios.sum(-1).abs().max() < math.log(cap)  # below the cap: every weight is the plain ratio
+    assert log_ratios.sum(-1).abs().max() > 0.05  # yet far enough off-policy to matter
+
+    def expected(**settings):
+        return _expectation_under_sampler(policy, sampler, reference, advantage,
+                                          LossSettings(beta=beta, off_policy_cap=cap, **settings))
+
+    # float64 sums of 27 products of exact identities: agreement to rounding, far below 1e-9
+    torch.testing.assert_close(expected(off_policy_correction=correction), exact, rtol=0, atol=1e-9)
+    # the test can fail: uncorrected samples, or weights of each token's own ratio, miss the exact gradient
+    assert (expected(off_policy_correction="none") - exact).abs().max() > 1e-2
+    assert (expected(off_policy_correction=correction, off_policy_level="token") - exact).abs().max() > 1e-3
+
+
+def test_truncated_and_masked_importance_weights_by_hand():
     lp = torch.log(torch.tensor([[0.5, 0.5]])).requires_grad_()
-    old = torch.log(torch.tensor([[0.1, 0.4]]))  # ratios 5 (capped at 2) and 1.25
-    inputs = LossInputs(lp, torch.ones(1, 2), torch.tensor([1.0]), old_logprobs=old)
-    loss, metrics = agapo_loss(inputs, LossNorm(1, 2, 2), LossSettings(tis_cap=2.0))
-    (grad,) = torch.autograd.grad(loss, lp)
-    torch.testing.assert_close(grad, -torch.tensor([[2.0, 1.25]]))
-    assert metrics["tis_truncated_frac"].item() == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="old"):
-        agapo_loss(LossInputs(lp, torch.ones(1, 2), torch.tensor([1.0])), LossNorm(1, 2, 2), LossSettings(tis_cap=2.0))
+    old = torch.log(torch.tensor([[0.1, 0.4]]))  # token ratios 5 and 1.25, sequence ratio 6.25
+    expected = {("tis", "token"): [2.0, 1.25], ("mis", "token"): [0.0, 1.25],
+                ("tis", "sequence"): [2.0, 2.0], ("mis", "sequence"): [0.0, 0.0]}
+    for (correction, level), weights in expected.items():
+        settings = LossSettings(off_policy_correction=correction, off_policy_cap=2.0, off_policy_level=level)
+        loss, _ = agapo_loss(LossInputs(lp, torch.ones(1, 2), torch.tensor([1.0]), old_logprobs=old),
+                             LossNorm(1, 2, 2), settings)
+        (grad,) = torch.autograd.grad(loss, lp)
+        torch.testing.assert_close(grad, -torch.tensor([weights]))
+    with pytest.raises(ValueError, match="old_logprobs"):
+        agapo_loss(LossInputs(lp, torch.ones(1, 2), torch.tensor([1.0])), LossNorm(1, 2, 2),
+                   LossSettings(off_policy_correction="tis"))
+
+
+def test_clipped_loss_ratio_is_against_the_sampler_and_mis_drops_tokens():
+    lp = torch.full((2, 3), -1.0, requires_grad=True)
+    sampler = torch.full((2, 3), -9.0)  # the sampler found these tokens far less likely
+    mask, adv = torch.ones(2, 3), torch.tensor([1.0, -1.0])
+    inputs = LossInputs(lp, mask, adv, old_logprobs=sampler)
+    _, metrics = get_loss("grpo")(inputs, LossNorm.of(mask), LossSettings(off_policy_correction="tis"))
+    assert metrics["clip_frac"].item() == pytest.approx(0.5)  # the positive-advantage row is clipped
+    loss, _ = get_loss("grpo")(inputs, LossNorm.of(mask), LossSettings(off_policy_correction="mis"))
+    assert loss.item() == 0.0  # every ratio is e^8 > cap: all tokens dropped
 
 
 # ---- TRL equality ---------------------------------------------------------------------------

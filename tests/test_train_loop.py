@@ -4,6 +4,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -16,7 +17,8 @@ from tensorboard_events import scalar_events
 from dualmode_rl.orchestration.batch_builder import build_batch
 from dualmode_rl.orchestration.metrics import rollout_metrics
 from dualmode_rl.orchestration.sampler import PromptSampler
-from dualmode_rl.rewards.types import RewardOutput
+from dualmode_rl.rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rl import advantages
 from dualmode_rl.rl.advantages import agapo
 from dualmode_rl.rollout.types import RolloutGroup, Sample
 
@@ -47,6 +49,49 @@ def test_batch_builder_lays_out_groups():
     assert rewards.shape == (2, 3) and batch.group_ids == [0, 0, 0, 1, 1, 1]
     assert batch.advantages[0] > 0 > batch.advantages[1] and batch.advantages[3:] == [batch.advantages[3]] * 3
     assert batch.completion_ids[4] == [4] and batch.prompt_ids[5] == [1, 2]
+
+
+def test_reward_failures_are_left_out_not_trained_as_wrong_answers(tmp_path):
+    """A reward that raises on half the samples: those samples leave the batch and the advantage
+    statistics, a group whose rewards all failed is dropped, and reward_error_rate counts them."""
+    from dualmode_rl.rewards.pool import RewardPool
+    from dualmode_rl.rewards.registry import load_reward
+
+    plugin = tmp_path / "flaky.py"
+    plugin.write_text("def flaky(completions, **columns):\n"
+                      "    if any('odd' in c for c in completions):\n        raise RuntimeError('verifier crashed')\n"
+                      "    return [1.0 if 'right' in c else 0.0 for c in completions]\n")
+    texts = [["right", "wrong", "right odd", "wrong odd"], ["wrong", "wrong", "right odd", "right odd"],
+             ["odd"] * 4, ["right", "wrong", "wrong", "wrong"]]
+    groups = [RolloutGroup(str(i), "reasoning", [1, 2], [Sample([3 + i, 10 + j], [-0.5, -0.1], t, "stop")
+                                                         for j, t in enumerate(ts)]) for i, ts in enumerate(texts)]
+    pool = RewardPool([(load_reward(f"{plugin}:flaky"), 1.0)], num_workers=2, timeout_s=30)
+    try:
+        outputs = pool.score([RewardInput(s.text, g.mode, {}) for g in groups for s in g.samples])
+    finally:
+        pool.close()
+    assert sum(o.error is not None for o in outputs) == 8 and "verifier crashed" in outputs[2].error
+    ref_logprobs = [[float(k)] * 2 for k in range(16)]
+    batch, _ = build_batch(groups, outputs, agapo, ref_logprobs=ref_logprobs)
+    assert batch.group_ids == [0, 0, 1, 1, 3, 3, 3, 3]  # group 2 (all failed) dropped
+    assert batch.completion_ids[:2] == [[3, 10], [3, 11]] and batch.ref_logprobs[2] == [4.0, 4.0]
+    # AGAPO on the 8 scored samples: leave-one-out within what is left of each group, then the batch
+    loo = [1.0, -1.0, 0.0, 0.0, 1.0, -1 / 3, -1 / 3, -1 / 3]
+    mean, std = statistics.mean(loo), statistics.stdev(loo)
+    assert batch.advantages == pytest.approx([(v - mean) / (std + 1e-6) for v in loo], abs=1e-6)  # fp32
+    assert rollout_metrics(groups, outputs)["reward_error_rate"] == 0.5
+    with pytest.raises(RuntimeError, match="every sample's reward failed"):
+        build_batch(groups[2:3], outputs[8:12], agapo)
+
+
+def test_agapo_neg_finds_all_incorrect_groups_by_the_accuracy_reward():
+    """A shaping term (arithmetic_steps) lifts every total above 0; the group is still all wrong."""
+    groups = [RolloutGroup(str(i), "reasoning", [1], [Sample([2], [-0.5], "t", "stop") for _ in range(2)]) for i in range(2)]
+    outputs = [RewardOutput(1.0 + a, extras={"auto": a, "arithmetic_steps": 1.0}) for a in (0.0, 0.0, 1.0, 0.0)]
+    by_accuracy, _ = build_batch(groups, outputs, advantages.agapo_neg, accuracy_reward="auto")
+    by_total, _ = build_batch(groups, outputs, advantages.agapo_neg)  # no accuracy component: total >= 1 is right
+    assert by_accuracy.advantages[0] == by_accuracy.advantages[1] < 0  # all-incorrect: a negative signal
+    assert by_total.advantages[:2] == [0.0, 0.0]  # "correct" by the shaped total: no signal
 
 
 def test_logged_accuracy_counts_the_accuracy_reward_not_shaping_terms():
@@ -113,6 +158,11 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoi
     assert [m["step"] for m in _learning_metrics(whole)] == list(range(1, STEPS + 1))
     assert {"time/rollout", "time/learner", "kl", "entropy"} <= set(json.loads((whole / "metrics.jsonl").read_text().splitlines()[0]))
     assert list((whole / "tensorboard").iterdir())
+    # the sampler's log-probs are the learner's up to fp32 rounding (~1e-6) when on-policy; one update
+    # stale they are not, and the correction (auto: tis) weighs them
+    gaps = [m["mismatch/logprob_abs"] for m in _learning_metrics(whole) if m["rollout/staleness"] == 0]
+    assert gaps and max(gaps) < 1e-3, gaps
+    assert all(m["off_policy/ratio_max"] > 0 for m in _learning_metrics(whole))
 
     _kill_mid_run([*train, f"train.out={broken}"], broken)
     assert (broken / "checkpoints" / "latest").read_text() != f"step_{STEPS:06d}"  # killed part-way
