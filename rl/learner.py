@@ -295,10 +295,10 @@ class Learner:
 
     def _add_sampler_gap(self, sums, maxima, batch: TrainingBatch, mb: MicroBatch, logprobs, sampler) -> None:
         """The learner/sampler gap (rl.off_policy.sampler_gap_metrics), over the batch and per mode."""
-        tokens: dict[str, int] = defaultdict(int)
-        for mode, completion in zip(batch.modes, batch.completion_ids):
-            tokens[mode] += len(completion)
-            tokens[""] += len(completion)
+        tokens: dict[str, float] = defaultdict(float)
+        for mode, trained in zip(batch.modes, batch.trained_tokens()):
+            tokens[mode] += trained
+            tokens[""] += trained
         s = self.settings
         gap_sums, gap_maxima = sampler_gap_metrics(
             logprobs, sampler, mb.mask, [batch.modes[i] for i in mb.sequence_indices], dict(sorted(tokens.items())),

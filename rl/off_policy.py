@@ -48,7 +48,7 @@ def off_policy_weights(ratio: torch.Tensor, correction: str, cap: float) -> tupl
 
 
 def sampler_gap_metrics(logprobs: torch.Tensor, sampler: torch.Tensor, mask: torch.Tensor, row_modes: list[str],
-                        tokens: dict[str, int], correction: str, cap: float, level: str
+                        tokens: dict[str, float], correction: str, cap: float, level: str
                         ) -> tuple[dict[str, float], dict[str, float]]:
     """How far the learner's log-probs are from the sampler's on one micro-batch whose rows are in
     `row_modes`: (sums, maxima). Sums are this micro-batch's share of token means over `tokens`
