@@ -16,7 +16,8 @@ from dualmode_rl.rollout.types import MODES
 from dualmode_rl.rollout.worker import current_node
 
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
-from .components import accuracy_reward_name, build_reward_pool, engine_kwargs
+from .components import (accuracy_reward_name, build_reward_pool, build_weight_sync, rollout_engine_kwargs,
+                         weight_transfer_backend)
 from .config import DualModeConfig, dump_config
 from .data import default_source, load_prompts
 from .metrics import MetricsLogger
@@ -63,11 +64,14 @@ def train(cfg: DualModeConfig, resume: bool = False) -> Path:
     accuracy_reward = accuracy_reward_name(cfg, rewards)
     advantage_fn = get_advantage(cfg.algorithm.advantage)
     init_ray()
-    rollout = RolloutPool(cfg.rollout.num_workers, {**engine_kwargs(cfg, start_model), "policy_version": state.step},
+    learner_cfg = learner_config(cfg, start_model)
+    transfer = weight_transfer_backend(cfg, learner_cfg.device)
+    rollout = RolloutPool(cfg.rollout.num_workers, rollout_engine_kwargs(cfg, start_model, state.step, transfer),
                           engine=cfg.rollout.engine,
                           placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker,
                                                   cpu_binds=cfg.rollout.cpu_binds))
-    learner = Learner(learner_config(cfg, start_model))
+    learner = Learner(learner_cfg)
+    weight_sync = build_weight_sync(cfg, rollout, learner, transfer)
     log.info("learner: pid %d on Ray node %s", os.getpid(), current_node())
     if checkpoint:
         learner.load_training_state(checkpoint / "trainer")
@@ -83,12 +87,13 @@ def train(cfg: DualModeConfig, resume: bool = False) -> Path:
             saving = step % cfg.train.save_every == 0 or step == cfg.train.steps
             # no batch generated ahead across a checkpoint, so resume stays exact
             scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
-            metrics.log(step, learn(scored, rollout, learner, advantage_fn, version=step,
-                                        accuracy_reward=accuracy_reward))
+            metrics.log(step, learn(scored, rollout, learner, weight_sync, advantage_fn, version=step,
+                                    accuracy_reward=accuracy_reward))
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors
         metrics.close()
+        weight_sync.close()
         rollout.shutdown()
         ahead.close()
         rewards.close()

@@ -35,10 +35,10 @@ def build_engine(engine: str, engine_kwargs: dict):
 
 
 class RolloutWorker:
-    def __init__(self, engine: str = "vllm", engine_kwargs: dict | None = None, cpu_bind: str | None = None):
-        """`cpu_bind` (e.g. "0" or "0-1") pins vLLM's CPU threads; None leaves vLLM's automatic binding."""
-        if cpu_bind is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind
+    def __init__(self, engine: str = "vllm", engine_kwargs: dict | None = None, env: dict[str, str] | None = None):
+        """`env` is set before the engine starts, e.g. VLLM_CPU_OMP_THREADS_BIND ("0", "0-1") to pin vLLM's
+        CPU threads, or VLLM_RAY_BUNDLE_INDICES for its tensor-parallel workers (rollout/placement.py)."""
+        os.environ.update(env or {})
         self.engine_name = engine
         self.engine = build_engine(engine, dict(engine_kwargs or {}))
 
@@ -51,6 +51,26 @@ class RolloutWorker:
     def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> int:
         self.engine.update_weights(weights, version)
         return self.engine.policy_version
+
+    # ---- vLLM's weight-transfer API, driven by rollout/weight_transfer/client.py
+    def transfer_init(self, init_info: dict) -> None:
+        self.engine.init_weight_transfer(init_info)
+
+    def transfer_start(self) -> None:
+        self.engine.start_weight_update()
+
+    def transfer_receive(self, update_info: dict) -> None:
+        self.engine.receive_weights(update_info)
+
+    def transfer_finish(self, version: int) -> int:
+        self.engine.finish_weight_update(version)
+        return self.engine.policy_version
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.engine.prompt_logprobs(token_ids)
