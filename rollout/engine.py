@@ -79,10 +79,17 @@ class VllmEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
-        self.llm = LLM(**vllm_engine_args(self.model_path, on_cpu=current_platform.is_cpu(),
-                                          max_model_len=max_model_len, seed=engine_seed(seed, self.sampling),
-                                          **settings))
+        self.llm = LLM(**self.llm_kwargs(dict(model_path=self.model_path, sampling=self.sampling, seed=seed,
+                                              max_model_len=max_model_len, **settings), current_platform.is_cpu()))
         self._policy_version = int(policy_version)
+
+    @staticmethod
+    def llm_kwargs(engine_kwargs: dict, on_cpu: bool) -> dict:
+        """`vllm.LLM`'s keyword arguments for this class's keyword arguments `engine_kwargs`."""
+        kw = {k: v for k, v in engine_kwargs.items() if k != "policy_version"}
+        sampling = kw.pop("sampling", None) or SamplingConfig()
+        return vllm_engine_args(kw.pop("model_path"), on_cpu=on_cpu, seed=engine_seed(kw.pop("seed", None), sampling),
+                                max_model_len=kw.pop("max_model_len"), **kw)
 
     @property
     def policy_version(self) -> int:
