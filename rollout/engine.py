@@ -200,6 +200,9 @@ class VllmEngine:
     def wake_up(self) -> None:
         self.llm.wake_up()
 
+    def is_sleeping(self) -> bool:
+        return self.llm.llm_engine.is_sleeping()
+
     def shutdown(self) -> None:
         llm = getattr(self, "llm", None)
         if llm is None:

@@ -88,7 +88,7 @@ class RolloutPool:
         self._wait([pg.ready() for pg in self.placement_groups], f"{num_workers} placement groups of bundles {bundles}")
         self.slots = [_Slot(i, self._start_actor(i)) for i in range(num_workers)]
         for slot, info in zip(self.slots, self._wait([s.actor.ping.remote() for s in self.slots], "rollout workers to start")):
-            log.info("rollout worker %d: pid %d on Ray node %s", slot.index, info["pid"], info["node"])
+            log.info("rollout worker %d: pid %d on Ray node %s, GPUs %s", slot.index, info["pid"], info["node"], info["gpus"])
 
     # ---- public API -------------------------------------------------------------------------
     @property

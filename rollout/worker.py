@@ -22,6 +22,13 @@ def current_node() -> str | None:
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
+def current_gpus() -> list[int]:
+    """The physical GPU ids Ray gave this process (empty outside Ray or without GPUs)."""
+    import ray
+
+    return [int(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
+
+
 def build_engine(engine: str, engine_kwargs: dict):
     if engine == "vllm":
         from .engine import VllmEngine
@@ -76,8 +83,9 @@ class RolloutWorker:
         return self.engine.prompt_logprobs(token_ids)
 
     def ping(self) -> dict:
-        return {"pid": os.getpid(), "node": current_node(), "engine": self.engine_name,
-                "policy_version": self.engine.policy_version}
+        return {"pid": os.getpid(), "node": current_node(), "gpus": current_gpus(), "engine": self.engine_name,
+                "policy_version": self.engine.policy_version,
+                "sleeping": self.engine_name == "vllm" and self.engine.is_sleeping()}
 
     def shutdown(self) -> None:
         self.engine.shutdown()

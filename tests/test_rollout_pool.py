@@ -157,3 +157,17 @@ def test_killed_actor_is_restarted_with_latest_weights_and_requests_complete(poo
     seq = groups[0].prompt_token_ids + groups[0].samples[0].token_ids
     gap = max(abs(a - b) for a, b in zip(pool.prompt_logprobs(seq), perturbed_reference.prompt_logprobs(seq)))
     assert gap < 1e-4, "the restarted actor must hold the latest weights, not the checkpoint's"
+
+
+@pytest.mark.slow
+def test_colocated_engines_sleep_through_the_learner_step_and_generate_after(pool):
+    """vLLM's CPU backend has no sleep mode to free memory, but the control flow is the GPU one: the
+    engines are asleep (scheduler paused, executor asleep) while the learner steps, awake after."""
+    from dualmode_rl.rollout.weight_transfer.sync import FileSync
+
+    sync = FileSync(pool, weights=dict, colocated=True)
+    with sync.training():
+        assert [info["sleeping"] for info in pool.ping()] == [True]
+    assert [info["sleeping"] for info in pool.ping()] == [False]
+    (group,) = pool.generate([GenerationRequest("w", "What is 2 + 3?", REASONING, n=2)])
+    assert len(group.samples) == 2

@@ -39,9 +39,6 @@ from vllm.distributed.weight_transfer.packed_tensor import unpack_tensor
 from ..vllm_weight_sync import weight_loader
 from .plan import GLOO_ENGINE
 
-DEFAULT_BUCKET_BYTES = 256 * 2**20
-DEFAULT_TIMEOUT_S = 1800.0
-
 
 @dataclass
 class GlooInitInfo(WeightTransferInitInfo):
@@ -51,8 +48,8 @@ class GlooInitInfo(WeightTransferInitInfo):
     master_port: int
     rank_offset: int
     world_size: int
-    bucket_bytes: int = DEFAULT_BUCKET_BYTES
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    bucket_bytes: int
+    timeout_s: float
 
 
 @dataclass
@@ -77,8 +74,8 @@ class GlooTrainerInitInfo(TrainerInitInfo):
     master_address: str
     master_port: int
     world_size: int
-    bucket_bytes: int = DEFAULT_BUCKET_BYTES
-    timeout_s: float = DEFAULT_TIMEOUT_S
+    bucket_bytes: int
+    timeout_s: float
 
 
 def open_group(address: str, port: int, rank: int, world_size: int, timeout_s: float):
@@ -116,7 +113,7 @@ def bucket_plan(metas: list[ParamMeta], bucket_bytes: int) -> list[list[ParamMet
 
 def send_buckets(group, metas: list[ParamMeta], pairs: Iterator[tuple[str, torch.Tensor]], bucket_bytes: int) -> None:
     """Rank 0: pack and broadcast the iterator's tensors bucket by bucket, checked against `metas`."""
-    in_flight = []  # (work, buffer): the buffer must live until its broadcast is done
+    in_flight = None  # (work, buffer) of the previous bucket: the buffer must live until its broadcast is done
     for bucket in bucket_plan(metas, bucket_bytes):
         parts = []
         for meta in bucket:
@@ -126,14 +123,14 @@ def send_buckets(group, metas: list[ParamMeta], pairs: Iterator[tuple[str, torch
                 raise ValueError(f"weight transfer: announced {meta.name!r} {meta.dtype} {meta.shape}, got {got}; "
                                  "the weights must come in the order and shapes of their metadata")
             parts.append(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8))
-        buffer = torch.cat(parts)
-        if len(in_flight) == 2:
-            in_flight.pop(0)[0].wait()
-        in_flight.append((group.broadcast(buffer, 0), buffer))
+        buffer = torch.cat(parts)  # packed while the previous bucket is on the wire
+        if in_flight is not None:
+            in_flight[0].wait()
+        in_flight = (group.broadcast(buffer, 0), buffer)
+    if in_flight is not None:
+        in_flight[0].wait()
     if next(pairs, None) is not None:
         raise ValueError(f"weight transfer: the weights hold more tensors than the {len(metas)} announced")
-    for work, _ in in_flight:
-        work.wait()
 
 
 def receive_buckets(group, metas: list[ParamMeta], bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
@@ -162,7 +159,7 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooInitInfo, GlooUpdateInfo
     def __init__(self, config, vllm_config, device: torch.device, model: torch.nn.Module) -> None:
         super().__init__(config, vllm_config, device, model)
         self.group = None
-        self.bucket_bytes = DEFAULT_BUCKET_BYTES
+        self.bucket_bytes = 0  # set by the trainer at the handshake
 
     def init_transfer_engine(self, init_info: GlooInitInfo) -> None:
         """Joins (or, after a membership change, re-joins) the trainer's group."""
@@ -203,8 +200,8 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
 
     init_info_cls = GlooTrainerInitInfo
 
-    def __init__(self, *, client: VLLMWeightSyncClient, source: WeightSource, is_sender: bool = True,
-                 bucket_bytes: int = DEFAULT_BUCKET_BYTES) -> None:
+    def __init__(self, *, client: VLLMWeightSyncClient, source: WeightSource, is_sender: bool,
+                 bucket_bytes: int) -> None:
         super().__init__(client=client, source=source, is_sender=is_sender)
         self.bucket_bytes = bucket_bytes
         self.group = None

@@ -50,9 +50,11 @@ class LocalTrainer:
         self.weights, self.sender = weights, None
 
     def endpoint(self) -> tuple[str, int]:
+        """This node's address as Ray knows it (the one the rollout actors reach it by), and a free port."""
+        import ray
         from vllm.utils.network_utils import get_ip, get_open_port
 
-        return get_ip(), get_open_port()
+        return ray.util.get_node_ip_address() if ray.is_initialized() else get_ip(), get_open_port()
 
     def open(self, plan: TransferPlan, client) -> None:
         from .sender import WeightSender
