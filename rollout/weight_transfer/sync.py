@@ -162,3 +162,5 @@ class BroadcastSync(WeightSync):
         plan = TransferPlan(self.backend, address, port, 1 + self.pool.engine_workers, self.bucket_bytes, self.timeout_s)
         self.trainer.open(plan, self.pool.transfer_client())
         self._group = membership
+        log.info("weight transfer group formed: %s, %d ranks, trainer rank 0 at %s:%d", plan.backend,
+                 plan.world_size, address, port)
