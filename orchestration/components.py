@@ -63,11 +63,15 @@ def weight_transfer_backend(cfg: DualModeConfig, learner_device: str) -> str:
     """rollout.weight_transfer with "auto" resolved: vLLM's nccl / ipc when the learner is on a GPU,
     dualmode-rl's gloo engine otherwise; the "hf" engine loads files."""
     r = cfg.rollout
+    on_gpu = learner_device.startswith("cuda")
+    if r.weight_transfer in ("nccl", "ipc") and not on_gpu:
+        raise ConfigError(f"config key 'rollout.weight_transfer': '{r.weight_transfer}' sends from a GPU, but the "
+                          f"learner runs on {learner_device}; use 'gloo' or 'auto'")
     if r.weight_transfer != "auto":
         return r.weight_transfer
     if r.engine == "hf":
         return "file"
-    if learner_device.startswith("cuda"):
+    if on_gpu:
         return "ipc" if r.placement == "colocated" else "nccl"
     return "gloo"
 

@@ -63,6 +63,8 @@ def test_auto_settings_resolve_by_platform(tiny_model_dir):  # noqa: F811
     assert not VllmEngine.llm_kwargs(rollout_engine_kwargs(colocated, tiny_model_dir, 0, "file"), True)["enable_sleep_mode"]
     assert weight_transfer_backend(cfg, "cuda:0") == "nccl" and weight_transfer_backend(colocated, "cuda") == "ipc"
     assert weight_transfer_backend(load_config(None, ["rollout.engine=hf"]), "cpu") == "file"
+    with pytest.raises(ConfigError, match=r"rollout\.weight_transfer.*learner runs on cpu"):
+        weight_transfer_backend(load_config(None, ["rollout.weight_transfer=nccl"]), "cpu")
 
 
 @pytest.mark.parametrize("overrides, key", [
