@@ -1,14 +1,17 @@
-"""Builds the rollout engine settings, an in-process engine and the reward pool from the config."""
+"""Builds the rollout engine settings, an in-process engine, the weight sync and the reward pool from the config."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import torch
 
 from dualmode_rl.rewards.pool import RewardPool
 from dualmode_rl.rewards.registry import load_reward
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
 from .checkpoint import check_model_folder
-from .config import CPU_MAX_MODEL_LEN, DualModeConfig
+from .config import CPU_MAX_MODEL_LEN, ConfigError, DualModeConfig
 
 
 def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingConfig:
@@ -27,11 +30,14 @@ def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingCo
 
 def max_model_len(cfg: DualModeConfig) -> int:
     """rollout.max_model_len, or by default the model's max_position_embeddings, at most CPU_MAX_MODEL_LEN
-    without GPUs (vLLM's CPU KV cache must hold a whole sequence)."""
+    without GPUs (vLLM's CPU KV cache must hold a whole sequence). With rollout.gpus_per_worker unset,
+    "with GPUs" means this process sees one (a CPU-only head node of a GPU cluster: set either key)."""
     if cfg.rollout.max_model_len:
         return cfg.rollout.max_model_len
     model_limit = model_max_length(cfg.model_path)
-    return model_limit if cfg.rollout.gpus_per_worker > 0 else min(model_limit, CPU_MAX_MODEL_LEN)
+    gpus = cfg.rollout.gpus_per_worker
+    on_gpus = gpus > 0 if gpus is not None else torch.cuda.is_available()
+    return model_limit if on_gpus else min(model_limit, CPU_MAX_MODEL_LEN)
 
 
 def model_max_length(model_path: str | Path) -> int:
@@ -44,14 +50,83 @@ def model_max_length(model_path: str | Path) -> int:
 
 
 def engine_kwargs(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False) -> dict:
+    """The engine's settings (VllmEngine / HfEngine keywords), every rollout.* engine key included."""
+    r = cfg.rollout
+    check_engine_fits_model(cfg, model_path)
     return {
         "model_path": str(model_path),
         "sampling": sampling_config(cfg, evaluation),
         "max_model_len": max_model_len(cfg),
         "seed": cfg.train.seed,
-        "gpu_memory_utilization": cfg.rollout.gpu_memory_utilization,
-        "tensor_parallel_size": cfg.rollout.tensor_parallel_size,
+        "dtype": r.dtype,
+        "enforce_eager": r.enforce_eager,
+        "gpu_memory_utilization": r.gpu_memory_utilization,
+        "tensor_parallel_size": r.tensor_parallel_size,
+        "logprobs_mode": r.logprobs_mode,
     }
+
+
+def rollout_engine_kwargs(cfg: DualModeConfig, model_path: str | Path, policy_version: int, weight_transfer: str) -> dict:
+    """Settings of the training rollout engines: also colocation (sleep mode) and how weights arrive."""
+    return {**engine_kwargs(cfg, model_path), "policy_version": policy_version, "weight_transfer": weight_transfer,
+            "enable_sleep_mode": cfg.rollout.placement == "colocated"}
+
+
+def check_engine_fits_model(cfg: DualModeConfig, model_path: str | Path) -> None:
+    """What vLLM would refuse about the model, before any engine starts: TP must divide the heads."""
+    config_file = Path(model_path) / "config.json"
+    if not config_file.is_file():
+        return
+    text_config = json.loads(config_file.read_text())
+    text_config = text_config.get("text_config", text_config)
+    tp, heads = cfg.rollout.tensor_parallel_size, text_config.get("num_attention_heads")
+    if heads and heads % tp:
+        raise ConfigError(f"config key 'rollout.tensor_parallel_size': {tp} does not divide the model's "
+                          f"{heads} attention heads ({config_file})")
+
+
+def weight_transfer_backend(cfg: DualModeConfig, learner_device: str) -> str:
+    """rollout.weight_transfer with "auto" resolved: vLLM's nccl / ipc when the learner is on a GPU,
+    dualmode-rl's gloo engine otherwise; the "hf" engine loads files."""
+    r = cfg.rollout
+    on_gpu = learner_device.startswith("cuda")
+    if r.weight_transfer in ("nccl", "ipc") and not on_gpu:
+        raise ConfigError(f"config key 'rollout.weight_transfer': '{r.weight_transfer}' sends from a GPU, but the "
+                          f"learner runs on {learner_device}; use 'gloo' or 'auto'")
+    if r.weight_transfer != "auto":
+        return r.weight_transfer
+    if r.engine == "hf":
+        return "file"
+    if on_gpu:
+        return "ipc" if r.placement == "colocated" else "nccl"
+    return "gloo"
+
+
+def build_weight_sync(cfg: DualModeConfig, pool, learner, backend: str):
+    """The driver's weight sync (rollout/weight_transfer/sync.py); the learner is trainer rank 0."""
+    from dualmode_rl.rollout.weight_transfer.sync import BroadcastSync, FileSync, LocalTrainer
+
+    r = cfg.rollout
+    weights = lambda: policy_weights(learner)  # noqa: E731
+    colocated = r.placement == "colocated"
+    if backend == "file":
+        return FileSync(pool, weights, colocated)
+    return BroadcastSync(pool, LocalTrainer(weights), backend, int(r.weight_transfer_bucket_mb * 2**20),
+                         r.weight_transfer_timeout_s, colocated)
+
+
+def policy_weights(learner) -> dict:
+    """What an update sends: the whole policy, or with LoRA only the merged modules LoRA changed."""
+    weights = learner.export_weights(merged=True)
+    if learner.config.lora is None:
+        return weights
+    adapted = {_module_weight(name) for name in learner.export_weights(merged=False)}
+    return {name: t for name, t in weights.items() if name in adapted}
+
+
+def _module_weight(peft_name: str) -> str:
+    """PEFT's `base_model.model.<module>.lora_A.weight` -> `<module>.weight`."""
+    return peft_name.removeprefix("base_model.model.").split(".lora_")[0] + ".weight"
 
 
 def build_engine(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False):

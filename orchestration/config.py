@@ -7,6 +7,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dualmode_rl.rollout.placement import plan_engine
+
 
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 CPU_MAX_MODEL_LEN = 32768
@@ -91,25 +93,63 @@ class ReasoningSamplingSection(SamplingSection):
 
 class RolloutConfig(Section):
     engine: Literal["vllm", "hf"] = "vllm"
-    num_workers: int = Field(1, gt=0)
+    num_workers: int = Field(1, gt=0)  # rollout engines, one Ray actor each
     samples_per_prompt: int = Field(8, gt=0)  # G
     # Training samples the policy itself (T=1), as TRL and verl do by default. Any T > 0 stays on-policy:
     # the learner's log-probs are taken at these temperatures (loop.learner_config). Evaluation keeps
     # the model's recommended settings (eval.*).
     reasoning: ReasoningSamplingSection = ReasoningSamplingSection(temperature=1.0)
     non_reasoning: SamplingSection = SamplingSection(temperature=1.0)
-    gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
+    # vLLM engine settings (rollout/engine.py, vllm_engine_args). None / "auto" resolve where the engine
+    # runs: on CPU fp32, eager, 10% of RAM; on GPUs the model's dtype, CUDA graphs, 85% of each GPU (45%
+    # colocated).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    enforce_eager: bool | None = None
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
     # Prompt + completion tokens per sequence. None: the model's max_position_embeddings (its config.json),
     # at most CPU_MAX_MODEL_LEN when rollout workers have no GPU, so vLLM's CPU KV cache (a share of the
     # memory, rollout.gpu_memory_utilization) holds a full sequence. Start-up checks every prompt fits.
     max_model_len: int | None = Field(None, gt=0)
     tensor_parallel_size: int = Field(1, gt=0)
-    gpus_per_worker: float = Field(0, ge=0)  # GPU clusters: = tensor_parallel_size
+    # Sample.logprobs: "processed_logprobs" = of the distribution sampled from (the behaviour policy of the
+    # off-policy correction and the mismatch metrics); "raw_logprobs" = the untempered model's, for analysis.
+    logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] = "processed_logprobs"
+    # GPUs per engine: None = tensor_parallel_size when the Ray cluster has GPUs, else 0. With
+    # tensor_parallel_size > 1 it must be that many whole GPUs (one 1-GPU bundle per rank).
+    gpus_per_worker: float | None = Field(None, ge=0)
     # CPU machines: VLLM_CPU_OMP_THREADS_BIND per worker, e.g. ["0", "1"] or ["nobind"]; None = vLLM's auto.
     cpu_binds: list[str] | None = None
     # 0: on-policy, each step generates then trains. 1: step k+1 is generated while step k trains, so its
     # samples are one update old (orchestration/rollout_ahead.py). The pipeline drains at checkpoints.
     max_staleness: int = Field(0, ge=0, le=1)
+    # "separate": rollout engines on devices of their own. "colocated": on the learner's GPUs, asleep
+    # (vLLM sleep mode) during the learner step; needs max_staleness 0.
+    placement: Literal["separate", "colocated"] = "separate"
+    # How new weights reach the engines (rollout/weight_transfer/): "auto" = vLLM's nccl (learner on a
+    # GPU, separate), ipc (colocated), else dualmode-rl's gloo engine (the "hf" engine: "file");
+    # "file" = a safetensors file every engine loads.
+    weight_transfer: Literal["auto", "file", "gloo", "nccl", "ipc"] = "auto"
+    weight_transfer_bucket_mb: float = Field(256, gt=0)  # streamed in buckets of this size
+    weight_transfer_timeout_s: float = Field(1800, gt=0)  # longest wait in a rendezvous or broadcast
+
+    @model_validator(mode="after")
+    def _engine_settings_agree(self):
+        if self.gpus_per_worker is not None:
+            plan_engine(self.tensor_parallel_size, self.gpus_per_worker, 1)  # raises naming the key
+        if self.placement == "colocated" and self.max_staleness:
+            raise ValueError("rollout.placement 'colocated' needs rollout.max_staleness 0: the engines sleep "
+                             "while the learner steps, so they cannot generate the next batch meanwhile")
+        if self.engine == "hf" and self.weight_transfer not in ("auto", "file"):
+            raise ValueError(f"rollout.weight_transfer '{self.weight_transfer}' needs rollout.engine 'vllm' "
+                             "(vLLM's weight-transfer API); the 'hf' engine loads a file")
+        if self.engine == "hf" and self.placement == "colocated":
+            raise ValueError("rollout.placement 'colocated' needs rollout.engine 'vllm' (vLLM's sleep mode)")
+        if self.weight_transfer == "nccl" and self.placement == "colocated":
+            raise ValueError("rollout.weight_transfer 'nccl' needs rollout.placement 'separate' (NCCL cannot join "
+                             "two processes on one GPU); colocated engines take 'ipc'")
+        if self.weight_transfer == "ipc" and self.placement != "colocated":
+            raise ValueError("rollout.weight_transfer 'ipc' (CUDA IPC) needs rollout.placement 'colocated'")
+        return self
 
 
 class RewardSpec(Section):

@@ -16,7 +16,7 @@ from dualmode_rl.rollout.types import MODES
 from dualmode_rl.rollout.worker import current_node
 
 from .checkpoint import LoopState, save_checkpoint
-from .components import accuracy_reward_name, engine_kwargs, sampling_config
+from .components import accuracy_reward_name, build_weight_sync, rollout_engine_kwargs, sampling_config, weight_transfer_backend
 from .config import DualModeConfig, dump_config
 from .metrics import ERRORS_FILE, MetricsLogger, RewardFailureWatch
 from .preflight import preflight_train
@@ -63,11 +63,14 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     accuracy_reward = accuracy_reward_name(cfg, rewards)
     advantage_fn = get_advantage(cfg.algorithm.advantage)
     init_ray()
-    rollout = RolloutPool(cfg.rollout.num_workers, {**engine_kwargs(cfg, start_model), "policy_version": state.step},
+    learner_cfg = learner_config(cfg, start_model)
+    transfer = weight_transfer_backend(cfg, learner_cfg.device)
+    rollout = RolloutPool(cfg.rollout.num_workers, rollout_engine_kwargs(cfg, start_model, state.step, transfer),
                           engine=cfg.rollout.engine,
                           placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker,
                                                   cpu_binds=cfg.rollout.cpu_binds))
-    learner = Learner(learner_config(cfg, start_model))
+    learner = Learner(learner_cfg)
+    weight_sync = build_weight_sync(cfg, rollout, learner, transfer)
     log.info("learner: pid %d on Ray node %s", os.getpid(), current_node())
     if checkpoint:
         learner.load_training_state(checkpoint / "trainer")
@@ -84,13 +87,15 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
             saving = step % cfg.train.save_every == 0 or step == cfg.train.steps
             # no batch generated ahead across a checkpoint, so resume stays exact
             scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
-            step_metrics = learn(scored, rollout, learner, advantage_fn, version=step, accuracy_reward=accuracy_reward)
+            step_metrics = learn(scored, rollout, learner, weight_sync, advantage_fn, version=step,
+                                 accuracy_reward=accuracy_reward)
             metrics.log(step, step_metrics)
             failures.check(step_metrics)  # a reward failing on every sample stops the run, naming it
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors
         metrics.close()
+        weight_sync.close()
         rollout.shutdown()
         ahead.close()
         rewards.close()

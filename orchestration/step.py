@@ -47,16 +47,17 @@ def collect(rollout, rewards, samples_per_prompt: int, rows: list[dict], seed: i
     return score(submit(rollout, rows, samples_per_prompt, seed), rewards, rows)
 
 
-def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int,
+def learn(scored: ScoredRollout, rollout, learner, weight_sync, advantage_fn, version: int,
           accuracy_reward: str | None = None) -> dict[str, float]:
-    """Takes the learner step on `scored` and syncs the result to the rollout workers as `version`;
-    `accuracy_reward` names the reward component that decides accuracy (logged, and agapo_neg's)."""
+    """Takes the learner step on `scored` and syncs the result to the rollout workers as `version`
+    (`weight_sync`: rollout/weight_transfer/sync.py); `accuracy_reward` names the reward component
+    that decides accuracy (logged, and agapo_neg's)."""
     timer = StageTimer()
     batch, _ = build_batch(scored.groups, scored.outputs, advantage_fn, accuracy_reward, scored.ref_logprobs)
-    with timer("learner"):
+    with timer("learner"), weight_sync.training():
         learner_metrics = learner.step(batch)
     with timer("weight_sync"):
-        rollout.update_weights(learner.export_weights(), version=version)
+        weight_sync.update(version)
     sampled_by = min(s.policy_version for g in scored.groups for s in g.samples)
     return {**rollout_metrics(scored.groups, scored.outputs, accuracy_reward), **learner_metrics, **scored.seconds, **timer.seconds,
             "response_tokens": float(sum(len(c) for c in batch.completion_ids)),

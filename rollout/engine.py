@@ -13,16 +13,53 @@ gives the untempered model's log-probs instead. Prompt log-probs are always raw.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
 from .thinking_budget import mark_forced, require_markers, think_markers, vllm_reasoning_config
 from .types import GenerationRequest, RolloutGroup, Sample
 from .weight_file import write_weights_file
+from .weight_transfer.plan import GLOO_ENGINE
 
 WEIGHT_SYNC_EXTENSION = "dualmode_rl.rollout.vllm_weight_sync.WeightSyncExtension"
-CPU_MEMORY_SHARE = 0.15  # on CPU this is the share of the NUMA node's RAM; the 0.92 default fails
-GPU_MEMORY_SHARE = 0.85
+CPU_MEMORY_SHARE = 0.1  # on CPU this is the share of the NUMA node's RAM; the 0.92 default fails
+GPU_MEMORY_SHARE = 0.85  # GPUs of its own
+COLOCATED_GPU_SHARE = 0.45  # GPUs shared with the learner (vLLM sleeps during the learner step)
+
+
+def vllm_engine_args(model_path: str, *, on_cpu: bool, max_model_len: int, seed: int, dtype: str = "auto",
+                     gpu_memory_utilization: float | None = None, tensor_parallel_size: int = 1,
+                     logprobs_mode: str = "processed_logprobs", enforce_eager: bool | None = None,
+                     enable_sleep_mode: bool = False, weight_transfer: str = "file",
+                     distributed_executor_backend: str | None = None) -> dict:
+    """`vllm.LLM`'s keyword arguments. None and "auto" resolve by platform: fp32, eager and a 10% memory
+    share on CPU; the model's dtype, CUDA graphs and 85% of the GPU (45% when colocated) on GPUs.
+    vLLM's CPU backend has no sleep mode (it rejects `enable_sleep_mode`; its workers' sleep and
+    wake_up do nothing), so colocation on CPU only pauses the scheduler."""
+    if gpu_memory_utilization is None:
+        gpu_memory_utilization = CPU_MEMORY_SHARE if on_cpu else COLOCATED_GPU_SHARE if enable_sleep_mode else GPU_MEMORY_SHARE
+    args = dict(
+        model=str(model_path),
+        dtype="float32" if on_cpu and dtype == "auto" else dtype,
+        max_model_len=max_model_len,
+        seed=seed,
+        gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        logprobs_mode=logprobs_mode,
+        enforce_eager=on_cpu if enforce_eager is None else enforce_eager,
+        enable_sleep_mode=enable_sleep_mode and not on_cpu,
+        worker_extension_cls=WEIGHT_SYNC_EXTENSION,
+    )
+    if weight_transfer != "file":
+        args["weight_transfer_config"] = {"backend": GLOO_ENGINE if weight_transfer == "gloo" else weight_transfer}
+    if distributed_executor_backend is not None:
+        args["distributed_executor_backend"] = distributed_executor_backend
+    return args
+
+
+VLLM_SETTINGS = frozenset(inspect.signature(vllm_engine_args).parameters) - {"model_path", "on_cpu", "max_model_len", "seed"}
 
 
 class VllmEngine:
@@ -32,12 +69,8 @@ class VllmEngine:
         sampling: SamplingConfig | None = None,
         max_model_len: int = 2048,
         seed: int | None = None,
-        gpu_memory_utilization: float | None = None,
-        dtype: str = "float32",
-        tensor_parallel_size: int = 1,
-        logprobs_mode: str = "processed_logprobs",
-        enforce_eager: bool = True,
         policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
+        **settings,  # vllm_engine_args' keywords: dtype, gpu_memory_utilization, weight_transfer, ...
     ):
         from transformers import AutoTokenizer
         from vllm import LLM
@@ -52,21 +85,18 @@ class VllmEngine:
         self.think_markers = think_markers(self.tokenizer)
         if self.sampling.reasoning.thinking_budget is not None:
             require_markers(self.think_markers, f"at {self.model_path}")
-        if gpu_memory_utilization is None:
-            gpu_memory_utilization = CPU_MEMORY_SHARE if current_platform.is_cpu() else GPU_MEMORY_SHARE
-        self.llm = LLM(
-            model=self.model_path,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            seed=engine_seed(seed, self.sampling),
-            gpu_memory_utilization=gpu_memory_utilization,
-            tensor_parallel_size=tensor_parallel_size,
-            logprobs_mode=logprobs_mode,
-            enforce_eager=enforce_eager,
-            worker_extension_cls=WEIGHT_SYNC_EXTENSION,
-            reasoning_config=vllm_reasoning_config(self.think_markers),  # lets requests carry a thinking budget
-        )
+        self.llm = LLM(**self.llm_kwargs(dict(model_path=self.model_path, sampling=self.sampling, seed=seed,
+                                              max_model_len=max_model_len, **settings), current_platform.is_cpu()),
+                       reasoning_config=vllm_reasoning_config(self.think_markers))  # requests may carry a thinking budget
         self._policy_version = int(policy_version)
+
+    @staticmethod
+    def llm_kwargs(engine_kwargs: dict, on_cpu: bool) -> dict:
+        """`vllm.LLM`'s keyword arguments for this class's keyword arguments `engine_kwargs`."""
+        kw = {k: v for k, v in engine_kwargs.items() if k != "policy_version"}
+        sampling = kw.pop("sampling", None) or SamplingConfig()
+        return vllm_engine_args(kw.pop("model_path"), on_cpu=on_cpu, seed=engine_seed(kw.pop("seed", None), sampling),
+                                max_model_len=kw.pop("max_model_len"), **kw)
 
     @property
     def policy_version(self) -> int:
@@ -155,8 +185,35 @@ class VllmEngine:
     def load_weights_file(self, path: str, version: int) -> None:
         """Same as `update_weights`, from a safetensors file every worker of this engine can read."""
         self.llm.collective_rpc("dualmode_rl_load_weights", args=(path,))
+        self._finish(version)
+
+    # ---- vLLM's weight-transfer API (rollout/weight_transfer/): the trainer streams, every worker receives
+    def init_weight_transfer(self, init_info: dict) -> None:
+        self.llm.init_weight_transfer_engine({"init_info": init_info})
+
+    def start_weight_update(self) -> None:
+        self.llm.start_weight_update()
+
+    def receive_weights(self, update_info: dict) -> None:
+        self.llm.update_weights({"update_info": update_info})
+
+    def finish_weight_update(self, version: int) -> None:
+        self.llm.finish_weight_update()
+        self._finish(version)
+
+    def _finish(self, version: int) -> None:
         self.llm.reset_prefix_cache()  # KV blocks cached under the old weights are stale
         self._policy_version = int(version)
+
+    # ---- colocation: vLLM's sleep mode frees the GPU for the learner step
+    def sleep(self) -> None:
+        self.llm.sleep(level=1)
+
+    def wake_up(self) -> None:
+        self.llm.wake_up()
+
+    def is_sleeping(self) -> bool:
+        return self.llm.llm_engine.is_sleeping()
 
     def shutdown(self) -> None:
         llm = getattr(self, "llm", None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList
 
+from .engine import VLLM_SETTINGS
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
 from .thinking_budget import ThinkingBudgetProcessor, mark_forced, require_markers, think_markers
 from .types import GenerationRequest, RolloutGroup, Sample
@@ -22,16 +23,17 @@ class HfEngine:
         sampling: SamplingConfig | None = None,
         max_model_len: int = 2048,
         seed: int | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",  # "auto": fp32 on CPU, the checkpoint's dtype on GPU
         device: str | None = None,
         logprobs_mode: str = "processed_logprobs",
-        gpu_memory_utilization: float | None = None,  # vLLM-only options, accepted so configs can switch engines
-        tensor_parallel_size: int = 1,
-        enforce_eager: bool = True,
         policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
+        **vllm_only,  # vLLM's settings (rollout/engine.py), accepted so configs can switch engines
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        unknown = set(vllm_only) - VLLM_SETTINGS
+        if unknown:
+            raise TypeError(f"HfEngine: unknown settings {sorted(unknown)}")
         if logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"HfEngine: logprobs_mode must be one of {LOGPROBS_MODES}, got {logprobs_mode!r}")
         self.model_path = str(model_path)
@@ -45,7 +47,9 @@ class HfEngine:
         self.think_markers = think_markers(self.tokenizer)
         if self.sampling.reasoning.thinking_budget is not None:
             require_markers(self.think_markers, f"at {self.model_path}")
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
+        if dtype == "auto":
+            dtype = "float32" if self.device.type == "cpu" else "auto"
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
         self.model.to(self.device).eval()
         torch.manual_seed(engine_seed(seed, self.sampling))
         self._policy_version = int(policy_version)

@@ -1,15 +1,17 @@
 """LoRA end to end: after each adapter update, vLLM's logprobs equal the learner's (issue 6).
 
-A LoRA learner on the tiny bootstrap checkpoint takes real steps; its merged weights go into a
-running vLLM engine; vLLM's prompt logprobs must then equal a plain forward of the learner's PEFT
-model on the same tokens (fp32), and must differ from the logprobs before the update. Two updates,
-because vLLM's CPU backend takes a different path on the first update than on later ones.
+A LoRA learner on the tiny bootstrap checkpoint takes real steps; the modules LoRA changed, merged,
+go into a running vLLM engine through vLLM's weight-transfer API (the gloo engine) and nothing else
+does; vLLM's prompt logprobs must then equal a plain forward of the learner's PEFT model on the same
+tokens (fp32), and must differ from the logprobs before the update. Two updates, because vLLM's CPU
+backend takes a different path on the first update than on later ones.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
+from dualmode_rl.orchestration.components import policy_weights
 from dualmode_rl.rl.batch import TrainingBatch
 from dualmode_rl.rl.learner import Learner, LearnerConfig
 from dualmode_rl.rl.policy import LoraSettings
@@ -25,7 +27,7 @@ def engine(tiny_checkpoint):
     from dualmode_rl.rollout.engine import VllmEngine
     from dualmode_rl.rollout.modes import SamplingConfig
 
-    engine = VllmEngine(str(tiny_checkpoint), SamplingConfig(seed=0), max_model_len=512, seed=0)
+    engine = VllmEngine(str(tiny_checkpoint), SamplingConfig(seed=0), max_model_len=512, seed=0, weight_transfer="gloo")
     yield engine
     engine.shutdown()
 
@@ -66,6 +68,19 @@ def learner_logprobs(learner: Learner, token_ids: list[int]) -> list[float]:
     return logits.log_softmax(-1).gather(1, torch.tensor(token_ids[1:])[:, None]).squeeze(1).tolist()
 
 
+def send(engine, weights: dict[str, torch.Tensor], version: int) -> None:
+    from dualmode_rl.rollout.weight_transfer.client import EngineClient
+    from dualmode_rl.rollout.weight_transfer.plan import TransferPlan, weight_metadata
+    from dualmode_rl.rollout.weight_transfer.sender import WeightSender
+    from rollout_fixtures import free_port
+
+    sender = WeightSender(TransferPlan("gloo", "127.0.0.1", free_port(), 2, 2**20, 120), 0, EngineClient(engine))
+    try:
+        sender.send(weights.items(), weight_metadata(weights), version)
+    finally:
+        sender.close()
+
+
 def max_gap(a: list[float], b: list[float]) -> float:
     assert len(a) == len(b) and a
     return max(abs(x - y) for x, y in zip(a, b))
@@ -82,7 +97,11 @@ def test_rollout_logprobs_match_learner_after_lora_updates(engine, learner, batc
         learner.step(batch)
         adapter = learner.export_weights(merged=False)
         assert adapter and any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
-        engine.update_weights(learner.export_weights(merged=True), version=version)
+        changed = policy_weights(learner)
+        targets = learner.config.lora.target_modules
+        layers = learner.policy.hf_model.config.num_hidden_layers
+        assert len(changed) == layers * len(targets) and all(n.split(".")[-2] in targets for n in changed)
+        send(engine, changed, version)
         assert engine.policy_version == version
         for s, old in zip(sequences, previous):
             rollout, trained = engine.prompt_logprobs(s), learner_logprobs(learner, s)
