@@ -28,13 +28,13 @@ def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingCo
     )
 
 
-def max_model_len(cfg: DualModeConfig) -> int:
+def max_model_len(cfg: DualModeConfig, model_path: str | Path | None = None) -> int:
     """rollout.max_model_len, or by default the model's max_position_embeddings, at most CPU_MAX_MODEL_LEN
     without GPUs (vLLM's CPU KV cache must hold a whole sequence). With rollout.gpus_per_worker unset,
     "with GPUs" means this process sees one (a CPU-only head node of a GPU cluster: set either key)."""
     if cfg.rollout.max_model_len:
         return cfg.rollout.max_model_len
-    model_limit = model_max_length(cfg.model_path)
+    model_limit = model_max_length(model_path or cfg.model_path)
     gpus = cfg.rollout.gpus_per_worker
     on_gpus = gpus > 0 if gpus is not None else torch.cuda.is_available()
     return model_limit if on_gpus else min(model_limit, CPU_MAX_MODEL_LEN)
@@ -56,7 +56,7 @@ def engine_kwargs(cfg: DualModeConfig, model_path: str | Path, evaluation: bool 
     return {
         "model_path": str(model_path),
         "sampling": sampling_config(cfg, evaluation),
-        "max_model_len": max_model_len(cfg),
+        "max_model_len": max_model_len(cfg, model_path),
         "seed": cfg.train.seed,
         "dtype": r.dtype,
         "enforce_eager": r.enforce_eager,

@@ -16,9 +16,9 @@ REACHES_VLLM = {
     "dtype": ("bfloat16", "dtype", "bfloat16"),
     "enforce_eager": (True, "enforce_eager", True),
     "gpu_memory_utilization": (0.5, "gpu_memory_utilization", 0.5),
-    "max_model_len": (1024, "max_model_len", 1024),
+    "max_model_len": (768, "max_model_len", 768),  # the default is the model's 1024
     "tensor_parallel_size": (2, "tensor_parallel_size", 2),
-    "logprobs_mode": ("processed_logprobs", "logprobs_mode", "processed_logprobs"),
+    "logprobs_mode": ("raw_logprobs", "logprobs_mode", "raw_logprobs"),
     "placement": ("colocated", "enable_sleep_mode", True),
     "weight_transfer": ("gloo", "weight_transfer_config", "dualmode_rl_gloo"),
 }
