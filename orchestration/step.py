@@ -53,14 +53,17 @@ def learn(scored: ScoredRollout, rollout, learner, weight_sync, advantage_fn, ve
     (`weight_sync`: rollout/weight_transfer/sync.py); `accuracy_reward` names the reward component
     that decides accuracy (logged, and agapo_neg's)."""
     timer = StageTimer()
+    sampled_by = min(s.policy_version for g in scored.groups for s in g.samples)
+    logged = {**rollout_metrics(scored.groups, scored.outputs, accuracy_reward), **scored.seconds,
+              "rollout/staleness": float(version - 1 - sampled_by),  # learner updates the samples lag behind
+              "rollout/restarts": float(rollout.restarts)}
+    if all(o.error is not None for o in scored.outputs):
+        return {**logged, "learner/skipped": 1.0}  # nothing scored to learn from; RewardFailureWatch decides whether to stop
     batch, _ = build_batch(scored.groups, scored.outputs, advantage_fn, accuracy_reward, scored.ref_logprobs)
     with timer("learner"), weight_sync.training():
         learner_metrics = learner.step(batch)
     with timer("weight_sync"):
         weight_sync.update(version)
-    sampled_by = min(s.policy_version for g in scored.groups for s in g.samples)
-    return {**rollout_metrics(scored.groups, scored.outputs, accuracy_reward), **learner_metrics, **scored.seconds, **timer.seconds,
-            "response_tokens": float(sum(len(c) for c in batch.completion_ids)),
-            "rollout/staleness": float(version - 1 - sampled_by),  # learner updates the samples lag behind
-            "rollout/restarts": float(rollout.restarts)}
+    return {**logged, **learner_metrics, **timer.seconds,
+            "response_tokens": float(sum(len(c) for c in batch.completion_ids))}
 
