@@ -11,6 +11,8 @@ under the temperature-scaled, top-p-truncated distribution that was actually sam
 """
 from __future__ import annotations
 
+import multiprocessing
+
 import torch
 
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
@@ -48,6 +50,7 @@ class VllmEngine:
             raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
         if gpu_memory_utilization is None:
             gpu_memory_utilization = CPU_MEMORY_SHARE if current_platform.is_cpu() else GPU_MEMORY_SHARE
+        before = set(multiprocessing.active_children())
         self.llm = LLM(
             model=self.model_path,
             dtype=dtype,
@@ -59,6 +62,7 @@ class VllmEngine:
             enforce_eager=enforce_eager,
             worker_extension_cls=WEIGHT_SYNC_EXTENSION,
         )
+        self._processes = [p for p in multiprocessing.active_children() if p not in before]  # the engine core
         self._policy_version = int(policy_version)
 
     @property
@@ -154,4 +158,15 @@ class VllmEngine:
         if engine_core is not None:
             engine_core.shutdown()
         self.llm = None
+        _reap(self._processes)
+
+
+def _reap(processes, timeout_s: float = 10.0) -> None:
+    """vLLM's shutdown SIGKILLs an engine process that outlives its grace period without waiting
+    for it, which leaves a zombie until this process exits: wait for each (bounded)."""
+    for proc in processes:
+        proc.join(timeout_s)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout_s)
 

@@ -1,8 +1,12 @@
 import threading
 import time
 
+import process_scan
+
 from dualmode_rl.rewards.pool import RewardPool
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
+
+WORKER_MARKS = ("rewards.math_worker", "rewards.sandbox_server")
 
 
 class Const:
@@ -46,18 +50,15 @@ def test_raise_hang_and_malformed_score_zero_and_are_counted():
     assert [o.score for o in pool.score(inputs[:1])] == [1.5]  # the run goes on
 
 
-def _reward_processes() -> list:
-    import psutil
-
-    return [p for p in psutil.Process().children(recursive=True)
-            if any(m in " ".join(p.cmdline()) for m in ("rewards.math_worker", "rewards.sandbox_server"))]
+def _reward_processes() -> list[process_scan.SeenProcess]:
+    procs = process_scan.descendants()
+    return [p for m in WORKER_MARKS for p in process_scan.running(m, procs)]
 
 
 def test_dead_reward_workers_are_replaced_and_the_next_batch_scores_in_full():
     """The built-in verifiers' worker processes (Math-Verify workers, code sandbox servers) killed
-    between batches: the next batch is scored exactly as before, with fresh workers."""
-    import signal
-
+    between batches: the next batch is scored exactly as before, with fresh workers, and the dead
+    ones are reaped."""
     from dualmode_rl.rewards.registry import load_reward
 
     pool = RewardPool([(load_reward("auto"), 1.0)], num_workers=2, timeout_s=30)
@@ -70,13 +71,13 @@ def test_dead_reward_workers_are_replaced_and_the_next_batch_scores_in_full():
         first = pool.score(batch)
         assert [o.score for o in first] == [1.0, 0.0, 1.0, 0.0] and first[0].error is None is first[2].error
         workers = _reward_processes()
-        assert {"rewards.math_worker", "rewards.sandbox_server"} <= {
-            m for p in workers for m in ("rewards.math_worker", "rewards.sandbox_server") if m in " ".join(p.cmdline())}
+        assert {m for m in WORKER_MARKS for p in workers if m in p.cmdline} == set(WORKER_MARKS)
         for proc in workers:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            process_scan.kill(proc.pid)
+            process_scan.wait_until_exited(proc.pid)
         again = pool.score(batch)
         assert [(o.score, o.error) for o in again] == [(o.score, o.error) for o in first]
         assert not {p.pid for p in workers} & {p.pid for p in _reward_processes()}  # served by new workers
+        assert [p.pid for p in workers if process_scan.exists(p.pid)] == []  # the dead ones were reaped
     finally:
         pool.close()

@@ -6,7 +6,7 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
+import process_scan
 import pytest
 
 from dualmode_rl.rewards.code import CodeReward
@@ -135,39 +135,8 @@ def _attacks(port: int) -> dict[str, str]:
     }
 
 
-def _processes_matching(text: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
-
-
-def _sandbox_uid_processes() -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if 1_500_000_000 <= os.stat(f"/proc/{pid}").st_uid < 1_501_000_000:
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
-
-
-def _reward_children() -> list[int]:
-    """Our child processes running rewards code (other suites' session fixtures are not ours)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid() \
-                    and b"rewards" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except (OSError, IndexError, ValueError):
-            pass
-    return found
+def _sandbox_uid_processes() -> list[process_scan.SeenProcess]:
+    return [p for p in process_scan.everywhere() if p.uid is not None and 1_500_000_000 <= p.uid < 1_501_000_000]
 
 
 def _own_rss() -> int:
@@ -199,6 +168,8 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
         honest = reward([RewardInput("```python\ndef add(a, b):\n    return a + b\n```", "non_reasoning",
                                      {"test": TESTS, "entry_point": "add"})])
         assert honest[0].score == 1.0, honest[0].error
+        servers = {p.pid for p in process_scan.running("rewards.sandbox_server", process_scan.children())}
+        assert servers
     finally:
         reward.close()
     try:
@@ -210,12 +181,11 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
     time.sleep(0.5)
     leaked = [os.path.join(d, MARK) for d in WRITE_TARGETS + [os.getcwd()] if os.path.exists(os.path.join(d, MARK))]
     assert leaked == []
-    # our own servers (the machine may run other dualmode-rl jobs); an escaped sleeper is searched machine-wide
-    ours = psutil.Process().children(recursive=True)
-    assert [p.pid for p in ours if "rewards.sandbox_server" in " ".join(p.cmdline())] == []
-    assert _processes_matching(SLEEP_ARG) == []
+    # our own servers (the machine may run other dualmode-rl jobs), alive or unreaped; an escaped sleeper
+    # is searched machine-wide
+    assert [p for p in process_scan.descendants() if "rewards" in p.cmdline or p.pid in servers] == []
+    assert process_scan.running(SLEEP_ARG, process_scan.everywhere()) == []
     assert _sandbox_uid_processes() == []
     assert not os.path.exists(sandbox.base_dir)
     # memory is back: every sandbox process is gone (their memory with them) and we did not grow
-    assert _reward_children() == []
     assert _own_rss() < rss_before + (200 << 20)
