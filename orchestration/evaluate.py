@@ -5,12 +5,14 @@ from collections import defaultdict
 from statistics import mean
 
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 from dualmode_rl.rewards.format import split_answer
 from dualmode_rl.rewards.types import RewardInput
 from dualmode_rl.rollout.types import MODES
 
 from .data import request_for
+from .progress import per_mode
 
 
 def _rate(flags: list[bool]) -> float:
@@ -26,31 +28,44 @@ def _generate(generator, rows: list[dict], mode: str, samples: int, greedy: bool
 def evaluate(generator, reward_pool, dataset: Dataset, samples: int = 4, greedy: bool = False, seed: int = 0,
              correct_threshold: float = 1.0 - 1e-9) -> dict:
     """Every row in both modes; accuracy is pass@1 averaged over `samples` completions per problem (or
-    one greedy one). Returns {mode: {accuracy, n, samples, by_domain, by_steps, mean_length, malformed, truncated}}."""
+    one greedy one). Returns {mode: {accuracy, n, samples, by_domain, by_steps, mean_length, malformed, truncated}}.
+
+    The bar counts the work units, generating then scoring each mode (one generation call per mode, so
+    the samples do not depend on the bar), and shows the accuracy of the modes done."""
     rows = list(dataset)
     result = {}
-    for mode in MODES:
-        groups = _generate(generator, rows, mode, samples, greedy, seed)
-        pairs = [(s, row) for g, row in zip(groups, rows) for s in g.samples]
-        samples_out = [s for s, _ in pairs]
-        scores = reward_pool.score([RewardInput(s.text, mode, row) for s, row in pairs])
-        correct = [o.score >= correct_threshold for o in scores]
-        by_domain, by_steps = defaultdict(list), defaultdict(list)
-        for (_, row), ok in zip(pairs, correct):
-            by_domain[row.get("domain", "all")].append(ok)
-            if row.get("domain") == "math" and "steps" in row:
-                by_steps[str(row["steps"])].append(ok)
-        result[mode] = {
-            "accuracy": _rate(correct),
-            "n": len(rows),
-            "samples": len(samples_out),
-            "by_domain": {d: _rate(v) for d, v in sorted(by_domain.items())},
-            "by_steps": {k: _rate(v) for k, v in sorted(by_steps.items())},
-            "mean_length": round(mean(len(s.token_ids) for s in samples_out), 2) if samples_out else 0.0,
-            "malformed": _rate([split_answer(s.text, mode)[1] is not None for s in samples_out]),
-            "truncated": _rate([s.finish_reason == "length" for s in samples_out]),
-        }
+    with tqdm(total=2 * len(MODES), unit="stage", desc="eval", dynamic_ncols=True) as bar:
+        for mode in MODES:
+            bar.set_description(f"eval {mode}: generating {len(rows)} x {1 if greedy else samples}")
+            groups = _generate(generator, rows, mode, samples, greedy, seed)
+            bar.update()
+            pairs = [(s, row) for g, row in zip(groups, rows) for s in g.samples]
+            bar.set_description(f"eval {mode}: scoring {len(pairs)}")
+            scores = reward_pool.score([RewardInput(s.text, mode, row) for s, row in pairs])
+            bar.update()
+            result[mode] = _mode_report(rows, pairs, [o.score >= correct_threshold for o in scores], mode)
+            bar.set_postfix_str("accuracy: " + per_mode({m: r["accuracy"] for m, r in result.items()}))
+        bar.set_description("eval")
     return result
+
+
+def _mode_report(rows: list[dict], pairs: list[tuple], correct: list[bool], mode: str) -> dict:
+    samples_out = [s for s, _ in pairs]
+    by_domain, by_steps = defaultdict(list), defaultdict(list)
+    for (_, row), ok in zip(pairs, correct):
+        by_domain[row.get("domain", "all")].append(ok)
+        if row.get("domain") == "math" and "steps" in row:
+            by_steps[str(row["steps"])].append(ok)
+    return {
+        "accuracy": _rate(correct),
+        "n": len(rows),
+        "samples": len(samples_out),
+        "by_domain": {d: _rate(v) for d, v in sorted(by_domain.items())},
+        "by_steps": {k: _rate(v) for k, v in sorted(by_steps.items())},
+        "mean_length": round(mean(len(s.token_ids) for s in samples_out), 2) if samples_out else 0.0,
+        "malformed": _rate([split_answer(s.text, mode)[1] is not None for s in samples_out]),
+        "truncated": _rate([s.finish_reason == "length" for s in samples_out]),
+    }
 
 
 def format_table(report: dict) -> str:

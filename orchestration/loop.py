@@ -20,6 +20,7 @@ from .components import accuracy_reward_name, build_reward_pool, engine_kwargs
 from .config import DualModeConfig, dump_config
 from .data import default_source, load_prompts
 from .metrics import MetricsLogger
+from .progress import step_postfix
 from .ray_runtime import init_ray
 from .rollout_ahead import RolloutAhead
 from .sampler import PromptSampler
@@ -79,12 +80,15 @@ def train(cfg: DualModeConfig, resume: bool = False) -> Path:
         return [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)], cfg.train.seed * 1_000_003 + step
 
     try:
-        for step in trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", initial=state.step, total=cfg.train.steps):
+        bar = trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", unit="step", initial=state.step,
+                     total=cfg.train.steps)
+        for step in bar:
             saving = step % cfg.train.save_every == 0 or step == cfg.train.steps
             # no batch generated ahead across a checkpoint, so resume stays exact
             scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
-            metrics.log(step, learn(scored, rollout, learner, advantage_fn, version=step,
-                                        accuracy_reward=accuracy_reward))
+            step_metrics = learn(scored, rollout, learner, advantage_fn, version=step, accuracy_reward=accuracy_reward)
+            metrics.log(step, step_metrics)
+            bar.set_postfix_str(step_postfix(step_metrics))
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors

@@ -63,3 +63,42 @@ def test_replaced_sandbox_servers_are_reaped():
 def _check(ok: bool) -> bool:
     assert ok
     return ok
+
+
+def test_a_sandbox_server_killed_mid_job_takes_the_job_along():
+    """The parent kills a server that stops answering; the job's driver and the program it runs
+    (its own session, out of reach of the server's process group) must not outlive it."""
+    import threading
+    import time
+
+    sleeper = SandboxJob(program="import time\ntime.sleep(600)\ndef f(): return 1", test_code="assert f() == 1")
+    with Sandbox(num_workers=1, timeout_s=60) as sandbox:
+        _check(sandbox.run(SandboxJob(program="def f(): return 1", test_code="assert f() == 1")).all_passed)
+        (server,) = process_scan.running("rewards.sandbox_server", process_scan.children())
+        results = []
+        job = threading.Thread(target=lambda: results.append(sandbox.run(sleeper)))
+        job.start()
+        deadline = time.monotonic() + 30
+        while len(job_processes := _below(server.pid)) < 2 and time.monotonic() < deadline:  # driver and program
+            time.sleep(0.05)
+        assert len(job_processes) == 2
+        process_scan.kill(server.pid)
+        job.join(30)
+        assert results and not results[0].all_passed and "sandbox server failed" in results[0].error
+        while time.monotonic() < deadline and _still_running(job_processes):
+            time.sleep(0.05)
+        assert _still_running(job_processes) == []
+
+
+def _below(pid: int) -> list[int]:
+    procs = process_scan.descendants()
+    found, frontier = [], {pid}
+    while frontier:
+        frontier = {p.pid for p in procs if p.ppid in frontier}
+        found += frontier
+    return found
+
+
+def _still_running(pids: list[int]) -> list[int]:
+    running = {p.pid for p in process_scan.everywhere() if not p.zombie}
+    return [pid for pid in pids if pid in running]

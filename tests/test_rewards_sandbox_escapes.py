@@ -135,8 +135,14 @@ def _attacks(port: int) -> dict[str, str]:
     }
 
 
-def _sandbox_uid_processes() -> list[process_scan.SeenProcess]:
-    return [p for p in process_scan.everywhere() if p.uid is not None and 1_500_000_000 <= p.uid < 1_501_000_000]
+def _live_processes_of_uids(uids: set[int]) -> list[process_scan.SeenProcess]:
+    """Live processes running as the sandbox uids of our servers (other jobs on the machine have
+    their own; a dead program waiting for init to reap it is no escape)."""
+    return [p for p in process_scan.everywhere() if p.uid in uids and not p.zombie]
+
+
+def _servers() -> set[int]:
+    return {p.pid for p in process_scan.running("rewards.sandbox_server", process_scan.children())}
 
 
 def _own_rss() -> int:
@@ -153,6 +159,7 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
     rss_before = _own_rss()
     sandbox = Sandbox(num_workers=2, timeout_s=3)
     probe = sandbox.run(SandboxJob(program="def f(): return 1", test_code="assert f() == 1"))
+    servers = _servers()
     attacks = _attacks(listener.getsockname()[1])
     if not probe.isolation.get("pid_namespace"):
         attacks.pop("kill_everything")  # without a pid namespace this would hit our own uid's processes
@@ -168,8 +175,7 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
         honest = reward([RewardInput("```python\ndef add(a, b):\n    return a + b\n```", "non_reasoning",
                                      {"test": TESTS, "entry_point": "add"})])
         assert honest[0].score == 1.0, honest[0].error
-        servers = {p.pid for p in process_scan.running("rewards.sandbox_server", process_scan.children())}
-        assert servers
+        servers |= _servers()
     finally:
         reward.close()
     try:
@@ -185,7 +191,7 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
     # is searched machine-wide
     assert [p for p in process_scan.descendants() if "rewards" in p.cmdline or p.pid in servers] == []
     assert process_scan.running(SLEEP_ARG, process_scan.everywhere()) == []
-    assert _sandbox_uid_processes() == []
+    assert _live_processes_of_uids({1_500_000_000 + pid % 1_000_000 for pid in servers}) == []
     assert not os.path.exists(sandbox.base_dir)
     # memory is back: every sandbox process is gone (their memory with them) and we did not grow
     assert _own_rss() < rss_before + (200 << 20)
