@@ -1,8 +1,12 @@
 """A long run replaces many dead reward workers; each one not reaped stays a zombie until the run
 ends. Here the idle worker's process is killed from outside (as the OOM killer would) and the next
 call replaces it, over and over; afterwards no zombie may be left."""
-import process_scan
+import sys
 
+import process_scan
+import pytest
+
+from dualmode_rl.rewards.child_process import ChildProcess
 from dualmode_rl.rewards.math_worker import MathVerifyPool
 from dualmode_rl.rewards.sandbox import Sandbox, SandboxJob
 
@@ -31,6 +35,13 @@ def _replace_dead_workers(call, mark: str, times: int) -> list[int]:
 
 def _new_zombies(before: set[int]) -> list[process_scan.SeenProcess]:
     return [p for p in process_scan.zombie_descendants() if p.pid not in before]
+
+
+def test_a_worker_that_dies_before_it_is_ready_is_reaped():
+    before = {p.pid for p in process_scan.zombie_descendants()}
+    with pytest.raises(EOFError):
+        ChildProcess([sys.executable, "-c", "import sys; sys.exit(3)"], ready_timeout_s=60)
+    assert _new_zombies(before) == []
 
 
 def test_replaced_math_verify_workers_are_reaped():

@@ -233,13 +233,12 @@ def test_lora_merged_export_matches_the_peft_model(model_dir, tmp_path):
     learner.step(batch)
     learner.step(batch)
     peft_logprobs = sequence_logprobs(learner, batch)
-    assert (peft_logprobs - base_logprobs).abs().max() > 1e-3  # the adapters did move the policy
 
     # the reference is the base model: adapters disabled
     micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
     ref = learner.policy.token_logprobs(micro, reference=True)[0].sum(-1)
     tol = sequence_tolerance(learner.policy.hf_model, batch)
-    assert (peft_logprobs - base_logprobs).abs().max() > 10 * tol
+    assert (peft_logprobs - base_logprobs).abs().max() > 10 * tol  # the adapters did move the policy
     torch.testing.assert_close(ref, base_logprobs, rtol=0, atol=tol)
 
     merged = learner.export_weights(merged=True)
