@@ -135,10 +135,17 @@ def _attacks(port: int) -> dict[str, str]:
     }
 
 
-def _live_processes_of_uids(uids: set[int]) -> list[process_scan.SeenProcess]:
-    """Live processes running as the sandbox uids of our servers (other jobs on the machine have
-    their own; a dead program waiting for init to reap it is no escape)."""
-    return [p for p in process_scan.everywhere() if p.uid in uids and not p.zombie]
+SANDBOX_UIDS = range(1_500_000_000, 1_501_000_000)  # rewards/sandbox.py: one per live server
+
+
+def _leftovers(servers: set[int]) -> tuple[list, list]:
+    """Live processes of our servers' sandbox uids, and live sleepers of SLEEP_ARG under any uid but
+    another job's sandbox uid (other jobs on the machine, this test included, run sandboxes too; a
+    dead program waiting for init to reap it is no escape)."""
+    ours = {SANDBOX_UIDS.start + pid % 1_000_000 for pid in servers}
+    live = [p for p in process_scan.everywhere() if not p.zombie]
+    return ([p for p in live if p.uid in ours],
+            [p for p in process_scan.running(SLEEP_ARG, live) if p.uid in ours or p.uid not in SANDBOX_UIDS])
 
 
 def _servers() -> set[int]:
@@ -187,11 +194,9 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
     time.sleep(0.5)
     leaked = [os.path.join(d, MARK) for d in WRITE_TARGETS + [os.getcwd()] if os.path.exists(os.path.join(d, MARK))]
     assert leaked == []
-    # our own servers (the machine may run other dualmode-rl jobs), alive or unreaped; an escaped sleeper
-    # is searched machine-wide
+    # our own servers, alive or unreaped; what our programs may have left, searched machine-wide
     assert [p for p in process_scan.descendants() if "rewards" in p.cmdline or p.pid in servers] == []
-    assert process_scan.running(SLEEP_ARG, process_scan.everywhere()) == []
-    assert _live_processes_of_uids({1_500_000_000 + pid % 1_000_000 for pid in servers}) == []
+    assert _leftovers(servers) == ([], [])
     assert not os.path.exists(sandbox.base_dir)
     # memory is back: every sandbox process is gone (their memory with them) and we did not grow
     assert _own_rss() < rss_before + (200 << 20)

@@ -23,11 +23,13 @@ def _metrics(run_dir: Path) -> list[dict]:
 
 
 def _processes(pattern: str) -> list[process_scan.SeenProcess]:
-    return [p for p in process_scan.everywhere() if not p.zombie and re.search(pattern, p.cmdline)]
+    """Our own live processes matching `pattern`: the run's local Ray cluster is started by the run,
+    so its actors are our descendants; other jobs on the machine are never touched."""
+    return [p for p in process_scan.descendants() if not p.zombie and re.search(pattern, p.cmdline)]
 
 
 class Killer(threading.Thread):
-    """SIGKILLs, once each, the first process matching each pattern after the run's first step."""
+    """SIGKILLs, once each, the first of our processes matching each pattern after the run's first step."""
 
     def __init__(self, run_dir: Path, patterns: list[str]):
         super().__init__(daemon=True)
