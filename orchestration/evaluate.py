@@ -6,6 +6,7 @@ from pathlib import Path
 from statistics import mean
 
 from datasets import Dataset
+from tqdm.auto import tqdm
 
 from dualmode_rl.rewards.format import split_answer
 from dualmode_rl.rewards.types import RewardInput
@@ -13,6 +14,7 @@ from dualmode_rl.rollout.thinking_budget import require_markers, think_markers, 
 from dualmode_rl.rollout.types import MODES, REASONING, RolloutGroup
 
 from .data import request_for
+from .progress import per_mode
 
 THINKING_BUDGETS = "thinking_budgets"  # the eval JSON's key for the budget sweep table
 
@@ -30,10 +32,20 @@ def _generate(generator, rows: list[dict], mode: str, samples: int, greedy: bool
 def evaluate(generator, reward_pool, dataset: Dataset, samples: int = 4, greedy: bool = False, seed: int = 0,
              correct_threshold: float = 1.0 - 1e-9) -> dict:
     """Every row in both modes; accuracy is pass@1 averaged over `samples` completions per problem (or
-    one greedy one). Returns {mode: {accuracy, n, samples, by_domain, by_steps, mean_length, malformed, truncated}}."""
+    one greedy one). Returns {mode: {accuracy, n, samples, by_domain, by_steps, mean_length, malformed, truncated}}.
+
+    The bar counts the modes done (one generation call per mode, so the samples do not depend on the
+    bar) and shows their accuracy."""
     rows = list(dataset)
-    return {mode: _evaluate_mode(generator, reward_pool, rows, mode, samples, greedy, seed, correct_threshold)[0]
-            for mode in MODES}
+    result = {}
+    with tqdm(total=len(MODES), unit="mode", desc="eval", dynamic_ncols=True) as bar:
+        for mode in MODES:
+            bar.set_description(f"eval {mode}: {len(rows)} x {1 if greedy else samples}")
+            result[mode] = _evaluate_mode(generator, reward_pool, rows, mode, samples, greedy, seed, correct_threshold)[0]
+            bar.update()
+            bar.set_postfix_str("accuracy: " + per_mode({m: r["accuracy"] for m, r in result.items()}))
+        bar.set_description("eval")
+    return result
 
 
 def _evaluate_mode(generator, reward_pool, rows: list[dict], mode: str, samples: int, greedy: bool, seed: int,
@@ -110,6 +122,25 @@ def plot_thinking_budgets(table: list[dict], path: Path) -> Path:
     figure.savefig(tmp, dpi=90)
     tmp.replace(path)
     return path
+
+
+def _mode_report(rows: list[dict], pairs: list[tuple], correct: list[bool], mode: str) -> dict:
+    samples_out = [s for s, _ in pairs]
+    by_domain, by_steps = defaultdict(list), defaultdict(list)
+    for (_, row), ok in zip(pairs, correct):
+        by_domain[row.get("domain", "all")].append(ok)
+        if row.get("domain") == "math" and "steps" in row:
+            by_steps[str(row["steps"])].append(ok)
+    return {
+        "accuracy": _rate(correct),
+        "n": len(rows),
+        "samples": len(samples_out),
+        "by_domain": {d: _rate(v) for d, v in sorted(by_domain.items())},
+        "by_steps": {k: _rate(v) for k, v in sorted(by_steps.items())},
+        "mean_length": round(mean(len(s.token_ids) for s in samples_out), 2) if samples_out else 0.0,
+        "malformed": _rate([split_answer(s.text, mode)[1] is not None for s in samples_out]),
+        "truncated": _rate([s.finish_reason == "length" for s in samples_out]),
+    }
 
 
 def format_table(report: dict) -> str:

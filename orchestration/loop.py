@@ -20,6 +20,7 @@ from .components import accuracy_reward_name, build_weight_sync, rollout_engine_
 from .config import DualModeConfig, dump_config
 from .metrics import ERRORS_FILE, MetricsLogger, RewardFailureWatch
 from .preflight import preflight_train
+from .progress import step_postfix
 from .ray_runtime import init_ray
 from .rollout_ahead import RolloutAhead
 from .sampler import PromptSampler
@@ -83,7 +84,9 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
         return [dataset[i] for i in sampler.next(cfg.train.prompts_per_step)], cfg.train.seed * 1_000_003 + step
 
     try:
-        for step in trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", initial=state.step, total=cfg.train.steps):
+        bar = trange(state.step + 1, cfg.train.steps + 1, desc="RL steps", unit="step", initial=state.step,
+                     total=cfg.train.steps)
+        for step in bar:
             saving = step % cfg.train.save_every == 0 or step == cfg.train.steps
             # no batch generated ahead across a checkpoint, so resume stays exact
             scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
@@ -91,6 +94,7 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
                                  accuracy_reward=accuracy_reward)
             metrics.log(step, step_metrics)
             failures.check(step_metrics)  # a reward failing on every sample stops the run, naming it
+            bar.set_postfix_str(step_postfix(step_metrics))
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors

@@ -14,6 +14,7 @@ gives the untempered model's log-probs instead. Prompt log-probs are always raw.
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 
 import torch
 
@@ -85,9 +86,11 @@ class VllmEngine:
         self.think_markers = think_markers(self.tokenizer)
         if self.sampling.reasoning.thinking_budget is not None:
             require_markers(self.think_markers, f"at {self.model_path}")
+        before = set(multiprocessing.active_children())
         self.llm = LLM(**self.llm_kwargs(dict(model_path=self.model_path, sampling=self.sampling, seed=seed,
                                               max_model_len=max_model_len, **settings), current_platform.is_cpu()),
                        reasoning_config=vllm_reasoning_config(self.think_markers))  # requests may carry a thinking budget
+        self._processes = [p for p in multiprocessing.active_children() if p not in before]  # the engine core
         self._policy_version = int(policy_version)
 
     @staticmethod
@@ -223,4 +226,15 @@ class VllmEngine:
         if engine_core is not None:
             engine_core.shutdown()
         self.llm = None
+        _reap(self._processes)
+
+
+def _reap(processes, timeout_s: float = 10.0) -> None:
+    """vLLM's shutdown SIGKILLs an engine process that outlives its grace period without waiting
+    for it, which leaves a zombie until this process exits: wait for each (bounded)."""
+    for proc in processes:
+        proc.join(timeout_s)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout_s)
 

@@ -266,6 +266,9 @@ class RolloutPool:
             ray.kill(dead_actor, no_restart=True)
         except Exception:  # already gone
             pass
+        # Ray runs each actor in its own process group and kills that group when the actor dies
+        # (RAY_process_group_cleanup_enabled, on in Ray 2.60): the dead actor's vLLM engine processes
+        # go with it, even after a SIGKILL.
         actor = self._start_actor(slot.index)
         self._wait([actor.ping.remote()], f"rollout worker {slot.index} to restart")
         with self._lock:

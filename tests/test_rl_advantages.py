@@ -3,36 +3,47 @@ import math
 
 import pytest
 import torch
+from tolerances import tolerance
 
 from dualmode_rl.rl import advantages
 from dualmode_rl.rl.advantages import ADVANTAGES, get_advantage
 
-# group 0: one right of four; group 1: all wrong; group 2: all right
-REWARDS = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]])
+# group 0: one right of four; group 1: all wrong; group 2: all right. float64: the estimators keep
+# the rewards' dtype, so the hand-worked values are checked to float64 rounding, not float32's.
+REWARDS = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+# Each advantage chains about 40 rounded operations (a group sum of G = 4, the mean and the sum of
+# squares over K = 12, a square root, divisions), on values of size <= 3 here. An eps placed
+# inside the square root instead of outside, or a biased std, moves them by >= 1e-7: far above.
+TOL = tolerance(torch.float64, n_terms=40, magnitude=3.0)
+
+
+def f64(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float64)
 
 
 def test_agapo_matches_the_printed_equations_by_hand():
     # leave-one-out: group 0 -> [1, -1/3, -1/3, -1/3]; groups 1 and 2 -> 0. Mean over K=12 is 0.
     # unbiased std over K: sqrt((1 + 3/9) / 11) = sqrt(4/33)
     std = math.sqrt(4 / 33)
-    expected = torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3], [0.0] * 4, [0.0] * 4]) / (std + 1e-6)
-    torch.testing.assert_close(advantages.agapo(REWARDS), expected, rtol=1e-6, atol=1e-7)
+    expected = f64([[1.0, -1 / 3, -1 / 3, -1 / 3], [0.0] * 4, [0.0] * 4]) / (std + 1e-6)
+    torch.testing.assert_close(advantages.agapo(REWARDS), expected, rtol=0, atol=TOL)
 
 
 def test_agapo_gives_zero_to_uniform_groups_and_agapo_neg_does_not():
     plain = get_advantage("agapo")(REWARDS)
-    assert plain[1:].abs().max() < 1e-6  # zero up to float rounding of the batch mean
+    assert plain[1:].abs().max() < TOL  # zero up to float rounding of the batch mean
 
     neg = get_advantage("agapo_neg", all_incorrect_advantage=-0.1)(REWARDS)
     # group stage: [1, -1/3 x3], [-0.1 x4], [0 x4]; batch mean -1/30; centred sum of squares 1.36
     std = math.sqrt(1.36 / 11)
-    expected = (torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3], [-0.1] * 4, [0.0] * 4]) + 1 / 30) / (std + 1e-6)
-    torch.testing.assert_close(neg, expected, rtol=1e-6, atol=1e-7)
+    expected = (f64([[1.0, -1 / 3, -1 / 3, -1 / 3], [-0.1] * 4, [0.0] * 4]) + 1 / 30) / (std + 1e-6)
+    torch.testing.assert_close(neg, expected, rtol=0, atol=TOL)
     assert (neg[1] < 0).all()  # the all-incorrect group now gets a negative signal
     # mixed group keeps its ordering and its leave-one-out gaps up to the global scale
     assert neg[0, 0] > 0 > neg[0, 1]
+    # eps (1e-6) is added to two different stds: the ratio is off by at most eps * (1/std + 1/std_plain)
     torch.testing.assert_close(neg[0, 0] - neg[0, 1], (plain[0, 0] - plain[0, 1]) * math.sqrt(4 / 33) / std,
-                               rtol=1e-5, atol=1e-6)
+                               rtol=1e-6 * (1 / std + 1 / math.sqrt(4 / 33)), atol=4 * TOL)
 
 
 def test_agapo_neg_strength_is_a_parameter():
@@ -46,9 +57,9 @@ def test_agapo_neg_strength_is_a_parameter():
 def test_grpo_dr_grpo_rloo_by_hand():
     group = REWARDS[:1]
     # mean 0.25, unbiased std 0.5
-    torch.testing.assert_close(advantages.grpo(group), torch.tensor([[0.75, -0.25, -0.25, -0.25]]) / (0.5 + 1e-4))
-    torch.testing.assert_close(advantages.dr_grpo(group), torch.tensor([[0.75, -0.25, -0.25, -0.25]]))
-    torch.testing.assert_close(advantages.rloo(group), torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3]]))
+    torch.testing.assert_close(advantages.grpo(group), f64([[0.75, -0.25, -0.25, -0.25]]) / (0.5 + 1e-4), rtol=0, atol=TOL)
+    torch.testing.assert_close(advantages.dr_grpo(group), f64([[0.75, -0.25, -0.25, -0.25]]), rtol=0, atol=TOL)
+    torch.testing.assert_close(advantages.rloo(group), f64([[1.0, -1 / 3, -1 / 3, -1 / 3]]), rtol=0, atol=TOL)
     assert (advantages.grpo(REWARDS)[1:] == 0).all()
 
 

@@ -156,6 +156,7 @@ def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoi
     first = run(*train, f"train.out={whole}")
     assert first.returncode == 0, first.stderr[-4000:]
     assert [m["step"] for m in _learning_metrics(whole)] == list(range(1, STEPS + 1))
+    assert f"{STEPS}/{STEPS}" in first.stderr and "step" in first.stderr and "reward: " in first.stderr  # the bar
     assert {"time/rollout", "time/learner", "kl", "entropy"} <= set(json.loads((whole / "metrics.jsonl").read_text().splitlines()[0]))
     assert list((whole / "tensorboard").iterdir())
     # the sampler's log-probs are the learner's up to fp32 rounding (~1e-6) when on-policy; one update
