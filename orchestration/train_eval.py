@@ -31,13 +31,13 @@ BEST_FILE = "best_checkpoint.json"
 
 
 def best_checkpoint(rows: list[dict]) -> dict | None:
-    """The evaluated step with the highest eval/accuracy (earliest on ties), with its eval/* values."""
+    """The evaluated step with the highest eval/accuracy (earliest on ties), with its eval/*accuracy values."""
     evaluated = [row for row in rows if EVAL_ACCURACY in row]
     if not evaluated:
         return None
     best = max(evaluated, key=lambda row: (row[EVAL_ACCURACY], -row["step"]))
     return {"step": best["step"], "checkpoint": f"checkpoints/step_{best['step']:06d}",
-            **{key: value for key, value in best.items() if key.startswith("eval/")}}
+            **{key: value for key, value in best.items() if key.startswith("eval/") and key.endswith("accuracy")}}
 
 
 class _EvalSampling:
