@@ -58,6 +58,7 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     start = preflight_train(cfg, resume, allow_config_change)  # every check, before any actor or file
     state, checkpoint, start_model, dataset, rewards = (start.state, start.checkpoint, start.model_path,
                                                         start.dataset, start.rewards)
+    evaluator = TrainingEval(cfg)  # with train.eval_every, loads and checks its problems before any actor or file
     run_dir = Path(cfg.train.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
@@ -65,7 +66,6 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     accuracy_reward = accuracy_reward_name(cfg, rewards)
     advantage_fn = get_advantage(cfg.algorithm.advantage, normalize=cfg.algorithm.normalize)
     overlong = overlong_rules(cfg)
-    evaluator = TrainingEval(cfg)  # with train.eval_every, loads and checks its problems before any actor starts
     init_ray()
     rollout = RolloutPool(cfg.rollout.num_workers, {**engine_kwargs(cfg, start_model), "policy_version": state.step},
                           engine=cfg.rollout.engine,
