@@ -26,7 +26,7 @@ all equal has zero advantage, so it is dropped and the batch is filled from furt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 from dualmode_rl.rl.overlong import OverlongRule
@@ -47,7 +47,7 @@ class DynamicSampling:
     draw: Callable[[int], list[dict]]  # the next `count` prompt rows of the run's sampler
     seed: int  # train.seed
     reference: Callable | None = None  # Learner.reference_logprobs, used when the first round has them
-    overlong: dict[str, OverlongRule] | None = field(default=None)
+    overlong: dict[str, OverlongRule] | None = None
 
     def __call__(self, step: int, scored: ScoredRollout) -> ScoredRollout:
         """`scored` (step `step`'s first round) refilled: every round's groups, `kept` naming the trained ones."""
@@ -65,14 +65,8 @@ class DynamicSampling:
             scored = _joined(scored, more)
             mixed += self._mixed(scored, start)
         kept = mixed[:self.prompts_per_step]
-        dropped = set(range(len(scored.groups))) - set(mixed)
-        counts = {"dynamic_sampling/rounds": float(rounds), "dynamic_sampling/prompts": float(len(scored.groups)),
-                  "dynamic_sampling/unused": float(len(mixed) - len(kept))}
-        for mode in MODES:
-            counts[f"dynamic_sampling/kept/{mode}"] = float(sum(scored.groups[i].mode == mode for i in kept))
-            counts[f"dynamic_sampling/dropped/{mode}"] = float(sum(scored.groups[i].mode == mode for i in dropped))
+        scored.counts = _counts(scored, mixed, kept, rounds)
         scored.kept = kept or list(range(first_round))
-        scored.counts = counts
         scored.seconds = {**scored.seconds, "time/refill": timer.seconds.get("time/refill", 0.0)}
         return scored
 
@@ -83,15 +77,25 @@ class DynamicSampling:
 
     def _mixed(self, scored: ScoredRollout, start: int) -> list[int]:
         """Indices (from `start`) of the groups whose scored samples have more than one reward."""
-        penalties = iter(overlong_penalties(scored.groups, self.overlong))
-        outputs = iter(scored.outputs)
-        mixed = []
+        rewards = [None if o.error else o.score + penalty
+                   for o, penalty in zip(scored.outputs, overlong_penalties(scored.groups, self.overlong))]
+        mixed, offset = [], 0
         for i, group in enumerate(scored.groups):
-            rewards = {o.score + p for o, p in ((next(outputs), next(penalties)) for _ in group.samples)
-                       if o.error is None}
-            if i >= start and len(rewards) > 1:
+            distinct = {r for r in rewards[offset:offset + len(group.samples)] if r is not None}
+            offset += len(group.samples)
+            if i >= start and len(distinct) > 1:
                 mixed.append(i)
         return mixed
+
+
+def _counts(scored: ScoredRollout, mixed: list[int], kept: list[int], rounds: int) -> dict[str, float]:
+    dropped = set(range(len(scored.groups))) - set(mixed)
+    counts = {"dynamic_sampling/rounds": float(rounds), "dynamic_sampling/prompts": float(len(scored.groups)),
+              "dynamic_sampling/unused": float(len(mixed) - len(kept))}
+    for mode in MODES:
+        counts[f"dynamic_sampling/kept/{mode}"] = float(sum(scored.groups[i].mode == mode for i in kept))
+        counts[f"dynamic_sampling/dropped/{mode}"] = float(sum(scored.groups[i].mode == mode for i in dropped))
+    return counts
 
 
 def dynamic_sampling(cfg, rollout, rewards, draw: Callable[[int], list[dict]], reference=None,
