@@ -77,7 +77,7 @@ class DynamicSampling:
 
     def _mixed(self, scored: ScoredRollout, start: int) -> list[int]:
         """Indices (from `start`) of the groups whose scored samples have more than one reward."""
-        rewards = [None if o.error else o.score + penalty
+        rewards = [None if o.error is not None else o.score + penalty
                    for o, penalty in zip(scored.outputs, overlong_penalties(scored.groups, self.overlong))]
         mixed, offset = [], 0
         for i, group in enumerate(scored.groups):
