@@ -180,7 +180,7 @@ def learner_step(cfg: DualModeConfig, groups: list[RolloutGroup], rows: list[dic
     from dualmode_rl.rl.advantages import get_advantage
     from dualmode_rl.rl.learner import Learner
 
-    from .components import build_reward_pool
+    from .components import build_reward_pool, overlong_rules
     from .loop import learner_config
 
     config = learner_config(cfg, cfg.model_path)
@@ -191,7 +191,8 @@ def learner_step(cfg: DualModeConfig, groups: list[RolloutGroup], rows: list[dic
         outputs = pool.score(reward_inputs(groups, rows))
     finally:
         pool.close()
-    batch, _ = build_batch(groups, outputs, get_advantage(cfg.algorithm.advantage))
+    advantage_fn = get_advantage(cfg.algorithm.advantage, normalize=cfg.algorithm.normalize)
+    batch, _ = build_batch(groups, outputs, advantage_fn, overlong=overlong_rules(cfg))
     learner_logprobs = learner.reference_logprobs(batch.prompt_ids, batch.completion_ids, batch.modes)
     gaps = [abs(a - b) for lp, sp in zip(learner_logprobs, batch.rollout_logprobs) for a, b in zip(lp, sp)]
     metrics = learner.step(batch)

@@ -8,7 +8,9 @@ import torch
 
 from dualmode_rl.rewards.pool import RewardPool
 from dualmode_rl.rewards.registry import load_reward
+from dualmode_rl.rl.overlong import OverlongRule
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
+from dualmode_rl.rollout.types import MODES
 
 from .checkpoint import check_model_folder
 from .config import CPU_MAX_MODEL_LEN, ConfigError, DualModeConfig
@@ -157,3 +159,11 @@ def accuracy_reward_name(cfg: DualModeConfig, pool: RewardPool) -> str | None:
         if spec.name == cfg.eval.reward:
             return fn.name
     return None
+
+
+def overlong_rules(cfg: DualModeConfig) -> dict[str, OverlongRule]:
+    """algorithm.overlong per mode, at rollout.<mode>.max_tokens (rl/overlong.py); modes without one left out."""
+    a = cfg.algorithm
+    return {mode: OverlongRule(getattr(a.overlong, mode), getattr(cfg.rollout, mode).max_tokens,
+                               getattr(a.overlong_buffer, mode))
+            for mode in MODES if getattr(a.overlong, mode) != "none"}

@@ -164,6 +164,25 @@ class RewardsConfig(Section):
     max_failed_steps: int = Field(3, gt=0)  # a run stops when a reward fails on every sample this many steps in a row
 
 
+class PerMode(Section):
+    """One setting per mode: `{reasoning: ..., non_reasoning: ...}`, or a single value for both."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value_for_both(cls, value):
+        return value if isinstance(value, (dict, BaseModel)) else {mode: value for mode in cls.model_fields}
+
+
+class OverlongConfig(PerMode):
+    reasoning: Literal["none", "mask", "soft_penalty"] = "none"
+    non_reasoning: Literal["none", "mask", "soft_penalty"] = "none"
+
+
+class OverlongBufferConfig(PerMode):
+    reasoning: int | None = Field(None, gt=0)  # None: a fifth of rollout.reasoning.max_tokens (DAPO's 4096 of 20480)
+    non_reasoning: int | None = Field(None, gt=0)
+
+
 class AlgorithmConfig(Section):
     advantage: str = "agapo"
     loss: str = "agapo"
@@ -176,6 +195,17 @@ class AlgorithmConfig(Section):
     # completions (its attention skips the mask); "packed" with flash attention on GPUs.
     micro_batch_layout: Literal["padded", "packed", "shared_prompt"] = "shared_prompt"
     loss_aggregation: Literal["token_sum", "token_mean", "seq_token_mean"] = "token_sum"  # AGAPO as printed: token_sum
+    # AGAPO's global stage over the whole batch (as printed) or within each mode, so long reasoning rollouts do
+    # not set the scale of non-reasoning ones (rl/advantages.py). GRPO, Dr. GRPO and RLOO have none: ignored.
+    normalize: Literal["batch", "mode"] = "batch"
+    # DAPO's dynamic sampling: drop the groups whose rewards are all equal and refill the batch from further
+    # prompts, in at most max_refill_rounds rounds (orchestration/dynamic_sampling.py).
+    dynamic_sampling: bool = False
+    max_refill_rounds: int = Field(3, ge=0)
+    # DAPO's overlong handling per mode (rl/overlong.py): none, mask (truncated samples leave the loss) or
+    # soft_penalty (a linear penalty in the last overlong_buffer tokens before rollout.<mode>.max_tokens).
+    overlong: OverlongConfig = OverlongConfig()
+    overlong_buffer: OverlongBufferConfig = OverlongBufferConfig()
 
 
 class LearnerSection(Section):
@@ -213,6 +243,11 @@ class TrainConfig(Section):
     seed: int = 0
     # The learner runs in the driver; on small CPU machines a vLLM actor holds a core (see BootstrapConfig).
     torch_threads: int = Field(1, ge=0)  # 0 = all cores
+    # Every eval_every steps (and at the last), pass@1 per mode on the first eval_limit problems of the test
+    # split, as `dualmode-rl eval` scores them (eval.*), on the rollout workers: logged as eval/<mode>/accuracy.
+    # Those steps are checkpointed, so the best (best_checkpoint.json) always exists. None: no evaluation.
+    eval_every: int | None = Field(None, gt=0)
+    eval_limit: int = Field(64, gt=0)
 
 
 class EvalConfig(Section):
@@ -246,6 +281,15 @@ class DualModeConfig(Section):
     def model_path(self) -> str:
         return self.model or self.bootstrap.out
 
+    @model_validator(mode="after")
+    def _overlong_buffer_fits(self):
+        for mode in ("reasoning", "non_reasoning"):
+            buffer, max_tokens = getattr(self.algorithm.overlong_buffer, mode), getattr(self.rollout, mode).max_tokens
+            if buffer is not None and buffer > max_tokens:
+                raise ValueError(f"config key 'algorithm.overlong_buffer.{mode}': {buffer} exceeds "
+                                 f"rollout.{mode}.max_tokens={max_tokens}")
+        return self
+
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node = tree
@@ -272,7 +316,8 @@ def _describe(error: ValidationError, source: str) -> str:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
         reason = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"{source}: config key '{key}': {reason}")
+        # a check across sections has no location: its message names the key
+        lines.append(f"{source}: config key '{key}': {reason}" if key else f"{source}: {reason.removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

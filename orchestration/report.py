@@ -9,17 +9,25 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dualmode_rl.rollout.types import MODES  # noqa: E402
+
 from .atomic import write_text_atomic  # noqa: E402
 from .metrics import METRICS_FILE, MODE_FIDELITY_KEYS  # noqa: E402
+from .train_eval import best_checkpoint  # noqa: E402
 
 PANELS = [
     ("reward", ["reasoning/reward", "non_reasoning/reward"]),
     ("accuracy", ["reasoning/accuracy", "non_reasoning/accuracy"]),
+    ("eval_accuracy", [f"eval/{m}/accuracy" for m in MODES]),  # train.eval_every: pass@1 on the test slice
+    ("truncated", [f"{m}/truncated" for m in MODES]),
+    ("overlong_penalty", [f"overlong/penalty/{m}" for m in MODES]),
+    ("dynamic_sampling", [f"dynamic_sampling/{k}/{m}" for k in ("kept", "dropped") for m in MODES]
+     + ["dynamic_sampling/rounds"]),
     ("response_length", ["reasoning/response_length", "non_reasoning/response_length"]),
     ("mode_fidelity", MODE_FIDELITY_KEYS),  # share of each mode's samples raising each flag
     ("kl", ["kl", "kl/reasoning", "kl/non_reasoning"]),
     ("time_per_stage", ["time/rollout", "time/reward", "time/learner", "time/weight_sync", "time/reference",
-                        "time/rollout_wait"]),
+                        "time/rollout_wait", "time/refill"]),
     ("rollout_staleness", ["rollout/staleness"]),
     ("sampler_learner_mismatch", ["mismatch/logprob_abs/reasoning", "mismatch/logprob_abs/non_reasoning"]),
     ("off_policy_ratio", [f"off_policy/ratio_{s}/{m}" for s in ("mean", "max") for m in ("reasoning", "non_reasoning")]),
@@ -53,6 +61,10 @@ def write_report(run_dir: Path) -> Path:
     plots = run_dir / "report_plots"
     plots.mkdir(exist_ok=True)
     lines = [f"# dualmode-rl run report: {run_dir}", "", f"{len(rows)} steps logged.", ""]
+    if best := best_checkpoint(rows):
+        modes = ", ".join(f"{m} {best[f'eval/{m}/accuracy']:.3f}" for m in MODES if f"eval/{m}/accuracy" in best)
+        lines += [f"Best checkpoint (train.eval_every): `{best['checkpoint']}`, step {best['step']}, eval accuracy "
+                  f"{best['eval/accuracy']:.3f} ({modes}).", ""]
     if rows:
         last = rows[-1]
         lines += ["| metric | last value |", "|---|---|"]
