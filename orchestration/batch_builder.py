@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import torch
 
+from dualmode_rl.filtering.rows import reward_inputs as row_reward_inputs
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
 from dualmode_rl.rl.batch import TrainingBatch
 from dualmode_rl.rollout.types import RolloutGroup
 
 
 def reward_inputs(groups: list[RolloutGroup], rows: list[dict]) -> list[RewardInput]:
-    return [RewardInput(s.text, g.mode, row) for g, row in zip(groups, rows) for s in g.samples]
+    return [item for g, row in zip(groups, rows) for item in row_reward_inputs(row, g.samples, g.mode)]
 
 
 def build_batch(groups: list[RolloutGroup], outputs: list[RewardOutput], advantage_fn) -> tuple[TrainingBatch, torch.Tensor]:

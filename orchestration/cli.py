@@ -47,7 +47,11 @@ def cmd_eval(args) -> int:
 def cmd_verify(args) -> int:
     from dualmode_rl.rewards.verify_file import verify_file
 
-    summary = verify_file(args.reward, args.input, args.output)
+    from .components import load_configured_reward
+    from .config import reward_spec
+
+    reward = load_configured_reward(reward_spec(args.reward, completion_format=args.completion_format))
+    summary = verify_file(reward, args.input, args.output, tokenizer=args.tokenizer)
     print(json.dumps(summary))
     return 0
 
@@ -78,7 +82,7 @@ def cmd_check(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    print(write_report(Path(args.run_dir)))
+    print(write_report(Path(args.run_dir), smoothing=args.smoothing))
     return 0
 
 
@@ -110,7 +114,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default=None, help="split name (default: eval.split)")
     p.add_argument("--json", help="write the result here")
     p = command("verify", cmd_verify, "score a JSONL file of completions offline", config=False)
-    p.add_argument("--reward", required=True, help="math, code, format, auto, or a plug-in path")
+    p.add_argument("--reward", required=True,
+                   help="math, code, format, auto, a plug-in path, or a rewards.rewards entry as inline YAML: "
+                        "'{name: trl.rewards:accuracy_reward, columns: {solution: answer}}'")
+    p.add_argument("--completion-format", choices=["text", "messages"],
+                   help="TRL-style rewards: completions (and prompts) as strings or as chat messages (default: text)")
+    p.add_argument("--tokenizer", help="a model folder: tokenize the completions of rows without completion_ids")
     p.add_argument("--input", required=True)
     p.add_argument("--output", required=True)
     p = command("filter", cmd_filter, "drop prompts that all 8 samples already solve")
@@ -130,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p = command("report", cmd_report, "write a Markdown report with plots for a run", config=False)
     p.add_argument("run_dir")
+    p.add_argument("--smoothing", type=float, default=0.6,
+                   help="weight of the curves' exponential moving average, in [0, 1) (TensorBoard's slider)")
     p = command("demo", cmd_demo, "bootstrap, evaluate, filter, train and evaluate again")
     p.add_argument("--out", default="runs/demo", help="demo folder (summary.json, filter/, train/)")
     return parser

@@ -63,7 +63,7 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     if checkpoint:
         learner.load_training_state(checkpoint / "trainer")
     tokenizer = AutoTokenizer.from_pretrained(start_model)
-    metrics = MetricsLogger(run_dir, keep_until_step=state.step)
+    metrics = MetricsLogger(run_dir, keep_until_step=state.step, config=cfg, tokenizer=tokenizer)
     failures = RewardFailureWatch(rewards, cfg.rewards.max_failed_steps, run_dir / ERRORS_FILE)
     ahead = RolloutAhead(rollout, rewards, cfg.rollout.samples_per_prompt, reference=learner.reference_logprobs)
 
@@ -77,6 +77,7 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
             scored = ahead.batch(step, batch_for, prefetch_next=cfg.rollout.max_staleness > 0 and not saving)
             step_metrics = learn(scored, rollout, learner, advantage_fn, version=step, accuracy_reward=accuracy_reward)
             metrics.log(step, step_metrics)
+            metrics.log_samples(step, scored.groups, scored.outputs)  # every train.log_samples_every steps
             failures.check(step_metrics)  # a reward failing on every sample stops the run, naming it
             if saving:
                 save_checkpoint(run_dir, LoopState(step, sampler.state()), learner, tokenizer, metrics.path)
