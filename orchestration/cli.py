@@ -47,11 +47,18 @@ def cmd_eval(args) -> int:
 def cmd_verify(args) -> int:
     from dualmode_rl.rewards.verify_file import verify_file
 
+    import yaml
+
     from .components import load_configured_reward
-    from .config import reward_spec
+    from .config import DataConfig, reward_spec
 
     reward = load_configured_reward(reward_spec(args.reward, completion_format=args.completion_format))
-    summary = verify_file(reward, args.input, args.output, tokenizer=args.tokenizer)
+    rows = None
+    if not args.input.endswith(".jsonl"):
+        from .data import completion_rows
+
+        rows = completion_rows(args.input, DataConfig(columns=yaml.safe_load(args.columns or "{}")).columns)
+    summary = verify_file(reward, args.input, args.output, tokenizer=args.tokenizer, rows=rows)
     print(json.dumps(summary))
     return 0
 
@@ -120,7 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--completion-format", choices=["text", "messages"],
                    help="TRL-style rewards: completions (and prompts) as strings or as chat messages (default: text)")
     p.add_argument("--tokenizer", help="a model folder: tokenize the completions of rows without completion_ids")
-    p.add_argument("--input", required=True)
+    p.add_argument("--input", required=True,
+                   help="JSON lines, or a .parquet file, `datasets` folder or Hub name read as training reads data")
+    p.add_argument("--columns", help="as data.columns, for a non-JSONL input: '{answer: solution}'")
     p.add_argument("--output", required=True)
     p = command("filter", cmd_filter, "drop prompts that all 8 samples already solve")
     p.add_argument("--model")

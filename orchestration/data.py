@@ -153,6 +153,13 @@ def check_rows(dataset: Dataset, source: str, need_mode: bool = True) -> None:
             raise DataError(f"{source}: row {number}: {bad}") from None
 
 
+def completion_rows(source: str, columns: dict[str, str]) -> list[tuple[int, dict]]:
+    """`dualmode-rl verify`'s rows from a parquet file, a `datasets` folder or a Hub name: as training reads
+    them (`columns`, verl's fields, the mode from its column or extra_info), numbered from 1."""
+    dataset = with_modes(with_verl_fields(renamed(load_split(source, "train"), columns, source)), None, 0)
+    return list(enumerate(dataset, 1))
+
+
 def request_for(row: dict, mode: str | None = None, n: int = 1) -> GenerationRequest:
     """Training's and eval's request for a row, named by its id and mode."""
     mode = mode or row["mode"]
