@@ -47,6 +47,7 @@ def main() -> None:
     from datasets import load_from_disk
 
     from dualmode_rl.filtering.rows import read_rows, request_for
+    from dualmode_rl.orchestration.config import RewardsConfig
     from dualmode_rl.rewards.pool import RewardPool
     from dualmode_rl.rewards.registry import load_reward
     from dualmode_rl.rollout.engine import VllmEngine
@@ -59,7 +60,9 @@ def main() -> None:
     mode = ModeSampling(0.6, 0.95, args.max_tokens)
     engine = VllmEngine(str(model), SamplingConfig(reasoning=mode, non_reasoning=ModeSampling(0.4, 0.95, args.max_tokens)),
                         max_model_len=512, seed=0)
-    rewards = RewardPool([(load_reward("auto"), 1.0)], num_workers=2, timeout_s=10)
+    settings = RewardsConfig()  # the defaults training uses: chunks of batch_size, num_workers calls at a time
+    rewards = RewardPool([(load_reward("auto"), 1.0)], num_workers=settings.num_workers, timeout_s=settings.timeout_s,
+                         batch_size=settings.batch_size)
     try:
         engine.generate([request_for(read_rows(dataset, 0, 1)[0], 0, args.samples)])  # warm-up, counted nowhere
         rounds = [measure_round(engine, rewards, dataset, args, work / f"round{r}") for r in range(args.rounds)]

@@ -97,6 +97,7 @@ def test_train_on_verl_and_trl_data_with_trl_rewards_wandb_and_report(tmp_path, 
         assert all(f"rewards/{name}/error_rate" in m for m in metrics), name
     assert all(m["rewards/system_prompt_seen/mean"] == 1.0 for m in metrics)  # every reward call saw the system turn
     assert all(m["rewards/think_format_reward/error_rate"] == 0.0 for m in metrics)
+    assert all(m["rewards/auto/error_rate"] == 0.0 for m in metrics)  # TRL rows have no domain: math by their answer
     assert all(-1.0 <= m["rewards/soft_overlong_punishment_reward/mean"] <= 0.0 for m in metrics)
 
     samples = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
