@@ -12,6 +12,9 @@ is reported.
     .venv/bin/python benchmarks/reward_pool.py --model runs/bootstrap [--steps 8 --rounds 3]
 
 The last line printed is JSON with `ratio` = before seconds per step / after seconds per step.
+Measured on the 2-core dev box (demo bootstrap, 8 steps of 16 x 8 samples, `auto`): 0.43 -> 0.063
+s/step, ratio 6.8 (rounds 6.1-7.3). It comes from fewer calls (82 against 5248 over the rounds) and
+from each chunk verifying each distinct answer or program once (47% of the completions are distinct).
 """
 from __future__ import annotations
 
