@@ -11,6 +11,7 @@ from statistics import mean
 
 import torch
 
+from dualmode_rl.filtering.rows import reward_inputs as row_reward_inputs
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
 from dualmode_rl.rl.batch import TrainingBatch
 from dualmode_rl.rl.overlong import OverlongRule
@@ -20,7 +21,7 @@ from .metrics import is_correct
 
 
 def reward_inputs(groups: list[RolloutGroup], rows: list[dict]) -> list[RewardInput]:
-    return [RewardInput(s.text, g.mode, row) for g, row in zip(groups, rows) for s in g.samples]
+    return [item for g, row in zip(groups, rows) for item in row_reward_inputs(row, g.samples, g.mode)]
 
 
 def overlong_penalties(groups: list[RolloutGroup], overlong: dict[str, OverlongRule] | None) -> list[float]:

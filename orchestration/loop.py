@@ -81,7 +81,7 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     if checkpoint:
         learner.load_training_state(checkpoint / "trainer")
     tokenizer = AutoTokenizer.from_pretrained(start_model)
-    metrics = MetricsLogger(run_dir, keep_until_step=state.step)
+    metrics = MetricsLogger(run_dir, keep_until_step=state.step, config=cfg, tokenizer=tokenizer)
     failures = RewardFailureWatch(rewards, cfg.rewards.max_failed_steps, run_dir / ERRORS_FILE)
     ahead = RolloutAhead(rollout, rewards, cfg.rollout.samples_per_prompt, reference=learner.reference_logprobs)
 
@@ -106,6 +106,7 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
             if evaluating:
                 step_metrics.update(evaluator.run(rollout))
             metrics.log(step, step_metrics)
+            metrics.log_samples(step, scored.groups, scored.outputs)  # every train.log_samples_every steps
             failures.check(step_metrics)  # a reward failing on every sample stops the run, naming it
             bar.set_postfix_str(step_postfix(step_metrics))
             if saving:
