@@ -131,7 +131,7 @@ class ScriptedRollout:
         self.seeds.append(seed)
         groups = [RolloutGroup(r.request_id, r.mode, [1, 2], [  # token: 100 x the row id + the sample's index
             Sample([100 * int(r.request_id.split(":")[0]) + j], [-0.5], text, "stop")
-            for j, text in enumerate(r.prompt.split()[:r.n])]) for r in requests]
+            for j, text in enumerate(r.prompt[-1]["content"].split()[:r.n])]) for r in requests]
         return type("Pending", (), {"result": lambda self: groups})()
 
 
