@@ -33,8 +33,10 @@ def _replace_dead_workers(call, mark: str, times: int) -> list[int]:
     return killed
 
 
-def _new_zombies(before: set[int]) -> list[process_scan.SeenProcess]:
-    return [p for p in process_scan.zombie_descendants() if p.pid not in before]
+def _new_zombies(before: set[int], ours: set[int] | None = None) -> list[process_scan.SeenProcess]:
+    """Zombies that were not zombies before; with `ours`, only those among these pids (another test's
+    late-exiting child is not this code's to reap)."""
+    return [p for p in process_scan.zombie_descendants() if p.pid not in before and (ours is None or p.pid in ours)]
 
 
 def test_a_worker_that_dies_before_it_is_ready_is_reaped():
@@ -51,23 +53,37 @@ def test_replaced_math_verify_workers_are_reaped():
         killed = _replace_dead_workers(lambda: _check(pool.equal("$1/2$", "$0.5$") == (True, None)),
                                        "rewards.math_worker", MATH_REPLACEMENTS)
         assert pool.restarts == MATH_REPLACEMENTS
-        assert _new_zombies(before) == [], f"{len(_new_zombies(before))} of {len(killed)} dead workers not reaped"
+        left = _new_zombies(before, set(killed))
+        assert left == [], f"{len(left)} of {len(killed)} dead workers not reaped"
     finally:
         pool.close()
     assert process_scan.running("rewards.math_worker", process_scan.children()) == []
 
 
-def test_replaced_sandbox_servers_are_reaped():
+def test_replaced_sandbox_servers_are_reaped(monkeypatch):
+    import dualmode_rl.rewards.sandbox as sandbox_module
+
+    started: set[int] = set()  # every sandbox server this test starts (the real ChildProcess, its pid noted)
+
+    def noting_pid(*args, **kwargs):
+        child = ChildProcess(*args, **kwargs)
+        started.add(child.pid)
+        return child
+
+    monkeypatch.setattr(sandbox_module, "ChildProcess", noting_pid)
     before = {p.pid for p in process_scan.zombie_descendants()}
     job = SandboxJob(program="def f(x):\n    return x + 1", test_code="assert f(1) == 2")
     with Sandbox(num_workers=1, timeout_s=5) as sandbox:
         killed = _replace_dead_workers(lambda: _check(sandbox.run(job).all_passed), "rewards.sandbox_server",
                                        SERVER_REPLACEMENTS)
-        assert _new_zombies(before) == [], f"{len(_new_zombies(before))} of {len(killed)} dead servers not reaped"
+        assert set(killed) <= started
+        left = _new_zombies(before, started)
+        assert left == [], f"{len(left)} of {len(killed)} dead servers not reaped"
     with Sandbox(num_workers=1, timeout_s=5, persistent=False) as sandbox:  # a fresh server per job
         for _ in range(FRESH_SERVER_JOBS):
             _check(sandbox.run(job).all_passed)
-        assert _new_zombies(before) == []
+        assert len(started) >= SERVER_REPLACEMENTS + FRESH_SERVER_JOBS
+        assert _new_zombies(before, started) == []
     assert process_scan.running("rewards.sandbox_server", process_scan.children()) == []
 
 
