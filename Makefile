@@ -1,9 +1,9 @@
-# Two entry points: `make demo` and `make test`. Both create .venv on first use.
+# Two entry points: `make demo` and `make test` (`make test-fast`: the unit tests only, ~2 min). All create .venv on first use.
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast clean
 
 install: .venv/.installed
 
@@ -22,6 +22,9 @@ demo: install
 
 test: install
 	.venv/bin/pytest -q
+
+test-fast: install  # no vLLM, Ray or training runs: for the edit-test loop; `make test` before a push
+	.venv/bin/pytest -q -m "not slow"
 
 clean:
 	rm -rf .venv runs .cache
