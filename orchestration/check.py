@@ -216,8 +216,6 @@ def checkpoint_round_trip(cfg: DualModeConfig, learner, tokenizer, dataset_size:
     position and RNG streams must come back equal."""
     from dualmode_rl.rl.learner import Learner
 
-    from .loop import learner_config
-
     sampler = PromptSampler(dataset_size, cfg.train.seed)
     sampler.next(cfg.train.prompts_per_step)
     with tempfile.TemporaryDirectory(prefix="dualmode-rl-check-") as tmp:

@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny bootstrap checkpoint per test session (real tokenizer, template, SFT)."""
+"""Shared session fixtures: one tiny bootstrap checkpoint (real tokenizer, template, SFT), one random-weight
+tiny Exaone4 model, and one vLLM engine on it (each vLLM start costs ~25 s on a 2-core machine)."""
 from __future__ import annotations
 
 import os
@@ -25,3 +26,26 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from dualmode_rl.orchestration.bootstrap import bootstrap
 
     return bootstrap(tiny_bootstrap_config(), tmp_path_factory.mktemp("bootstrap") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    from rollout_fixtures import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_exaone4"))
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir):
+    """One vLLM engine (with the gloo weight-transfer engine) for the whole run. Tests that change its
+    weights put the original ones back."""
+    pytest.importorskip("vllm")
+    from rollout_fixtures import MAX_MODEL_LEN
+
+    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.modes import SamplingConfig
+
+    engine = VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0,
+                        weight_transfer="gloo")
+    yield engine
+    engine.shutdown()

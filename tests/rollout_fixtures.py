@@ -1,17 +1,12 @@
-"""Shared fixtures for the rollout tests: one random-weight tiny Exaone4 model and one vLLM engine
-(with dualmode-rl's gloo weight-transfer engine, next to the file path), and a trainer rank for
-two-rank weight-transfer tests.
-
-Import the fixtures into a test module with `from rollout_fixtures import ...` (pytest puts tests/ on sys.path).
-Engines are session-scoped because each vLLM start costs ~25 s on this machine.
-"""
+"""Helpers for the rollout tests: the random-weight tiny Exaone4 model that conftest.py's `tiny_model_dir`
+builds, and a trainer rank for two-rank weight-transfer tests. Import with `from rollout_fixtures import ...`
+(pytest puts tests/ on sys.path)."""
 from __future__ import annotations
 
 import random
 import socket
 from pathlib import Path
 
-import pytest
 import torch
 
 TINY_SHAPE_KWARGS = dict(
@@ -48,36 +43,6 @@ def build_tiny_checkpoint(out_dir: Path, seed: int = 0) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
-
-
-_BUILT: dict[str, object] = {}
-
-
-def _once(key: str, build, request, cleanup=None):
-    if key not in _BUILT:
-        _BUILT[key] = build()
-        if cleanup is not None:
-            request.config.add_cleanup(lambda: cleanup(_BUILT.pop(key)))
-    return _BUILT[key]
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, request) -> Path:
-    return _once("model_dir", lambda: build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_exaone4")), request)
-
-
-@pytest.fixture(scope="session")
-def vllm_engine(tiny_model_dir, request):
-    """One vLLM engine for the whole run. Tests that change its weights put the original ones back."""
-    pytest.importorskip("vllm")
-    from dualmode_rl.rollout.engine import VllmEngine
-    from dualmode_rl.rollout.modes import SamplingConfig
-
-    def build():
-        return VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0,
-                          weight_transfer="gloo")
-
-    return _once("vllm_engine", build, request, cleanup=lambda engine: engine.shutdown())
 
 
 def free_port() -> int:

@@ -1,6 +1,5 @@
 """Two data-parallel learners (gloo, two processes) make the same update as one learner."""
 import math
-import os
 import socket
 import sys
 from pathlib import Path

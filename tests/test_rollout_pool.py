@@ -12,8 +12,7 @@ from dualmode_rl.rollout.hf_engine import HfEngine
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 from dualmode_rl.rollout.pool import RolloutPool
 from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
-from rollout_fixtures import MAX_MODEL_LEN, tiny_model_dir  # noqa: F401
-from tolerances import network_logprob_tolerance
+from rollout_fixtures import MAX_MODEL_LEN
 from tolerances import network_logprob_tolerance
 
 SAMPLING = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 128), non_reasoning=ModeSampling(0.4, 0.95, 64))
@@ -42,7 +41,7 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def pool(ray_session, tiny_model_dir):  # noqa: F811
+def pool(ray_session, tiny_model_dir):
     engine_kwargs = dict(model_path=str(tiny_model_dir), sampling=SAMPLING, max_model_len=MAX_MODEL_LEN, seed=0,
                          weight_transfer="gloo")
     p = RolloutPool(num_workers=1, engine_kwargs=engine_kwargs)
@@ -83,7 +82,7 @@ def logprob_gap(pool: RolloutPool, reference: HfEngine, seq: list[int]) -> float
 
 
 @pytest.fixture(scope="module")
-def perturbed_reference(tiny_model_dir):  # noqa: F811
+def perturbed_reference(tiny_model_dir):
     """The checkpoint with one decoder layer and the (tied) embedding changed."""
     ref = HfEngine(str(tiny_model_dir), SAMPLING, max_model_len=MAX_MODEL_LEN)
     gen = torch.Generator().manual_seed(5)

@@ -5,7 +5,6 @@ import pytest
 
 from dualmode_rl.rollout.hf_engine import HfEngine
 from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
-from rollout_fixtures import tiny_model_dir, vllm_engine  # noqa: F401
 
 REQUESTS = [GenerationRequest("a", "Tom has 5 apples.", REASONING, n=4),
             GenerationRequest("b", "Write f(x).", NON_REASONING, n=4)]
@@ -16,7 +15,7 @@ def tokens(groups):
 
 
 @pytest.mark.slow
-def test_vllm_seeded_generation_repeats_for_a_fixed_schedule(vllm_engine):  # noqa: F811
+def test_vllm_seeded_generation_repeats_for_a_fixed_schedule(vllm_engine):
     """One request, one sample: vLLM's schedule is fixed, so the reseeded sampler decides alone.
     With several requests or n > 1 the CPU engine's batching depends on arrival timing and samples
     can differ even with the same seed (see README, "Reproducibility")."""
@@ -27,7 +26,7 @@ def test_vllm_seeded_generation_repeats_for_a_fixed_schedule(vllm_engine):  # no
     assert len({str(r) for r in runs}) > 1  # the seed matters
 
 
-def test_hf_seeded_generation_repeats(tiny_model_dir):  # noqa: F811
+def test_hf_seeded_generation_repeats(tiny_model_dir):
     engine = HfEngine(str(tiny_model_dir))
     first = tokens(engine.generate(REQUESTS, seed=7))
     engine.generate(REQUESTS)

@@ -9,7 +9,6 @@ from dualmode_rl.orchestration.config import ConfigError, RolloutConfig, load_co
 from dualmode_rl.rollout.engine import VllmEngine
 from dualmode_rl.rollout.placement import plan_engine
 from dualmode_rl.rollout.pool import PoolPlacement
-from rollout_fixtures import tiny_model_dir  # noqa: F401
 
 # rollout.<key>=<value> -> the vllm.LLM keyword it sets and the value vLLM's EngineArgs then holds
 REACHES_VLLM = {
@@ -36,7 +35,7 @@ def test_every_rollout_key_is_accounted_for():
 
 
 @pytest.mark.parametrize("key", sorted(REACHES_VLLM))
-def test_rollout_engine_setting_reaches_vllm_engine_args(key, tiny_model_dir):  # noqa: F811
+def test_rollout_engine_setting_reaches_vllm_engine_args(key, tiny_model_dir):
     from vllm.engine.arg_utils import EngineArgs
 
     value, llm_key, expected = REACHES_VLLM[key]
@@ -50,7 +49,7 @@ def test_rollout_engine_setting_reaches_vllm_engine_args(key, tiny_model_dir):  
     assert default.get(llm_key) != llm_kwargs[llm_key], f"rollout.{key}={value} did not change {llm_key}"
 
 
-def test_auto_settings_resolve_by_platform(tiny_model_dir):  # noqa: F811
+def test_auto_settings_resolve_by_platform(tiny_model_dir):
     cfg = load_config()
     kwargs = rollout_engine_kwargs(cfg, tiny_model_dir, 0, weight_transfer_backend(cfg, "cpu"))
     cpu, gpu = VllmEngine.llm_kwargs(kwargs, on_cpu=True), VllmEngine.llm_kwargs(kwargs, on_cpu=False)
@@ -85,7 +84,7 @@ def test_values_vllm_would_reject_fail_at_config_load_naming_the_key(overrides, 
         load_config(None, overrides)
 
 
-def test_tensor_parallel_size_must_divide_the_models_heads(tiny_model_dir):  # noqa: F811
+def test_tensor_parallel_size_must_divide_the_models_heads(tiny_model_dir):
     cfg = load_config(None, ["rollout.tensor_parallel_size=4"])  # the tiny model has 2 heads
     with pytest.raises(ConfigError, match=r"rollout\.tensor_parallel_size.*2 attention heads"):
         rollout_engine_kwargs(cfg, tiny_model_dir, 0, "gloo")

@@ -18,7 +18,7 @@ from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 from dualmode_rl.rollout.thinking_budget import ThinkMarkers, forced_positions, think_markers, think_tokens
 from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
 from rl_fixtures import make_tiny_exaone, random_batch
-from rollout_fixtures import MAX_MODEL_LEN, tiny_model_dir, vllm_engine  # noqa: F401
+from rollout_fixtures import MAX_MODEL_LEN
 from test_cli import cli
 
 BUDGET = 4
@@ -109,7 +109,7 @@ def budgeted(sampling: SamplingConfig) -> SamplingConfig:
     return short.with_thinking_budget(BUDGET)
 
 
-def test_hf_engine_budget_stops_think_blocks_and_masks_forced_tokens(tiny_model_dir):  # noqa: F811
+def test_hf_engine_budget_stops_think_blocks_and_masks_forced_tokens(tiny_model_dir):
     sampling = budgeted(SamplingConfig(reasoning=ModeSampling(1.0, 1.0, 16), non_reasoning=ModeSampling(1.0, 1.0, 8)))
     engine = HfEngine(str(tiny_model_dir), sampling, max_model_len=MAX_MODEL_LEN, seed=0)
     groups = engine.generate(REQUESTS)
@@ -118,7 +118,7 @@ def test_hf_engine_budget_stops_think_blocks_and_masks_forced_tokens(tiny_model_
 
 
 @pytest.mark.slow
-def test_vllm_budget_stops_think_blocks_and_masks_forced_tokens(vllm_engine, tiny_model_dir):  # noqa: F811
+def test_vllm_budget_stops_think_blocks_and_masks_forced_tokens(vllm_engine, tiny_model_dir):
     configured = vllm_engine.sampling
     vllm_engine.sampling = budgeted(configured)  # the shared engine: put its settings back afterwards
     try:
