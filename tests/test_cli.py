@@ -90,4 +90,4 @@ def test_eval_writes_the_documented_json(tmp_path, tiny_checkpoint):
         assert {"accuracy", "n", "by_domain", "mean_length", "malformed"} <= set(mode)
         assert mode["n"] == 6 and 0 <= mode["accuracy"] <= 1 and 0 <= mode["malformed"] <= 1
     assert "reasoning" in out.stdout and "accuracy" in out.stdout
-    assert "4/4" in out.stderr and "accuracy: reasoning" in out.stderr  # the progress bar
+    assert "2/2" in out.stderr and "accuracy: reasoning" in out.stderr  # the progress bar

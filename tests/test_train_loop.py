@@ -382,9 +382,14 @@ def test_ray_job_submit_runs_training(tmp_path, tiny_checkpoint):
         (job_dir / module).write_text("raise ImportError('the user module was imported instead of dualmode_rl')\n")
     try:
         out = tmp_path / "job_run"
-        job = run(ray, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", job_dir, "--",
+        submit = [ray, "job", "submit", f"--address=http://127.0.0.1:{dash}", "--working-dir", job_dir, "--",
                   BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, f"train.out={out}", "train.steps=1", *SHORT,
-                  "rewards.rewards=[{name: auto}, {name: rewards.py:has_box, weight: 0.1}]", env=env, timeout=900)
+                  "rewards.rewards=[{name: auto}, {name: rewards.py:has_box, weight: 0.1}]"]
+        deadline = time.monotonic() + 180
+        # `ray start` returns before the node's dashboard agent accepts jobs; Ray then answers "No available
+        # agent to submit job, please try again later" (slow to come up on a loaded machine): try again
+        while "No available agent" in (job := run(*submit, env=env, timeout=900)).stderr and time.monotonic() < deadline:
+            time.sleep(5)
         assert job.returncode == 0, (job.stdout + job.stderr)[-4000:]
         assert "succeeded" in (job.stdout + job.stderr).lower()
         assert "connected to Ray cluster" in job.stdout + job.stderr
