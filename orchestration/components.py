@@ -136,7 +136,7 @@ def build_engine(cfg: DualModeConfig, model_path: str | Path, evaluation: bool =
     if cfg.rollout.engine == "hf":
         from dualmode_rl.rollout.hf_engine import HfEngine as VllmEngine
     else:
-        from dualmode_rl.rollout.engine import VllmEngine
+        from dualmode_rl.rollout.vllm_engine import VllmEngine
 
     return VllmEngine(**engine_kwargs(cfg, model_path, evaluation))
 

@@ -100,7 +100,7 @@ class RolloutConfig(Section):
     # the model's recommended settings (eval.*).
     reasoning: ReasoningSamplingSection = ReasoningSamplingSection(temperature=1.0)
     non_reasoning: SamplingSection = SamplingSection(temperature=1.0)
-    # vLLM engine settings (rollout/engine.py, vllm_engine_args). None / "auto" resolve where the engine
+    # vLLM engine settings (rollout/vllm_engine.py, vllm_engine_args). None / "auto" resolve where the engine
     # runs: on CPU fp32, eager, 10% of RAM; on GPUs the model's dtype, CUDA graphs, 85% of each GPU (45%
     # colocated).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"

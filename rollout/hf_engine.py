@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList
 
-from .engine import VLLM_SETTINGS
+from .vllm_engine import VLLM_SETTINGS
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
 from .thinking_budget import ThinkingBudgetProcessor, mark_forced, require_markers, think_markers
 from .types import GenerationRequest, RolloutGroup, Sample
@@ -27,7 +27,7 @@ class HfEngine:
         device: str | None = None,
         logprobs_mode: str = "processed_logprobs",
         policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
-        **vllm_only,  # vLLM's settings (rollout/engine.py), accepted so configs can switch engines
+        **vllm_only,  # vLLM's settings (rollout/vllm_engine.py), accepted so configs can switch engines
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 

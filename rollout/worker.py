@@ -31,7 +31,7 @@ def current_gpus() -> list[int]:
 
 def build_engine(engine: str, engine_kwargs: dict):
     if engine == "vllm":
-        from .engine import VllmEngine
+        from .vllm_engine import VllmEngine
 
         return VllmEngine(**engine_kwargs)
     if engine == "hf":

@@ -70,7 +70,7 @@ def tiny_model_dir(tmp_path_factory, request) -> Path:
 def vllm_engine(tiny_model_dir, request):
     """One vLLM engine for the whole run. Tests that change its weights put the original ones back."""
     pytest.importorskip("vllm")
-    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.vllm_engine import VllmEngine
     from dualmode_rl.rollout.modes import SamplingConfig
 
     def build():

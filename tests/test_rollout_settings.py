@@ -6,7 +6,7 @@ import pytest
 
 from dualmode_rl.orchestration.components import rollout_engine_kwargs, weight_transfer_backend
 from dualmode_rl.orchestration.config import ConfigError, RolloutConfig, load_config
-from dualmode_rl.rollout.engine import VllmEngine
+from dualmode_rl.rollout.vllm_engine import VllmEngine
 from dualmode_rl.rollout.placement import plan_engine
 from dualmode_rl.rollout.pool import PoolPlacement
 from rollout_fixtures import tiny_model_dir  # noqa: F401
