@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dualmode_rl.rollout.placement import plan_engine
+from dualmode_rl.rollout.registry import check_engine_name
 
 
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
@@ -91,8 +92,11 @@ class ReasoningSamplingSection(SamplingSection):
     thinking_budget: int | None = Field(None, ge=0)
 
 
+VLLM_ONLY = ("enforce_eager", "gpu_memory_utilization", "tensor_parallel_size")  # what only the vLLM engine takes
+
+
 class RolloutConfig(Section):
-    engine: Literal["vllm", "hf"] = "vllm"
+    engine: str = "vllm"  # a name in rollout/registry.py: "vllm" or "hf" (transformers)
     num_workers: int = Field(1, gt=0)  # rollout engines, one Ray actor each
     samples_per_prompt: int = Field(8, gt=0)  # G
     # Training samples the policy itself (T=1), as TRL and verl do by default. Any T > 0 stays on-policy:
@@ -132,6 +136,8 @@ class RolloutConfig(Section):
     weight_transfer_bucket_mb: float = Field(256, gt=0)  # streamed in buckets of this size
     weight_transfer_timeout_s: float = Field(1800, gt=0)  # longest wait in a rendezvous or broadcast
 
+    _known_engine = field_validator("engine")(check_engine_name)
+
     @model_validator(mode="after")
     def _engine_settings_agree(self):
         if self.gpus_per_worker is not None:
@@ -144,6 +150,9 @@ class RolloutConfig(Section):
                              "(vLLM's weight-transfer API); the 'hf' engine loads a file")
         if self.engine == "hf" and self.placement == "colocated":
             raise ValueError("rollout.placement 'colocated' needs rollout.engine 'vllm' (vLLM's sleep mode)")
+        set_for_vllm = [k for k in VLLM_ONLY if getattr(self, k) != RolloutConfig.model_fields[k].default]
+        if self.engine != "vllm" and set_for_vllm:
+            raise ValueError(f"rollout.{set_for_vllm[0]} is a vLLM setting; rollout.engine '{self.engine}' takes none")
         if self.weight_transfer == "nccl" and self.placement == "colocated":
             raise ValueError("rollout.weight_transfer 'nccl' needs rollout.placement 'separate' (NCCL cannot join "
                              "two processes on one GPU); colocated engines take 'ipc'")

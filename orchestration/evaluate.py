@@ -159,7 +159,7 @@ def format_table(report: dict) -> str:
 
 def run_eval(cfg, data: str | None = None, split: str | None = None, thinking_budgets: list[int] | None = None) -> dict:
     """Both modes, and with `thinking_budgets` also the reasoning-mode sweep under key "thinking_budgets"."""
-    from .components import build_engine, build_reward_pool
+    from .components import build_local_engine, build_reward_pool
     from .data import default_source, load_split
     from .preflight import check_generation_limits, check_model
 
@@ -170,7 +170,7 @@ def run_eval(cfg, data: str | None = None, split: str | None = None, thinking_bu
         dataset = dataset.select(range(min(cfg.eval.limit, len(dataset))))
     check_generation_limits(cfg, model.tokenizer, dataset, source, both_modes=True)
     rewards = build_reward_pool(cfg, evaluation=True)
-    engine = build_engine(cfg, cfg.model_path, evaluation=True)
+    engine = build_local_engine(cfg, cfg.model_path, evaluation=True)
     try:
         settings = (cfg.eval.samples, cfg.eval.greedy, cfg.eval.seed)
         report = evaluate(engine, rewards, dataset, *settings)

@@ -13,7 +13,6 @@ gives the untempered model's log-probs instead. Prompt log-probs are always raw.
 """
 from __future__ import annotations
 
-import inspect
 import multiprocessing
 
 import torch
@@ -58,9 +57,6 @@ def vllm_engine_args(model_path: str, *, on_cpu: bool, max_model_len: int, seed:
     if distributed_executor_backend is not None:
         args["distributed_executor_backend"] = distributed_executor_backend
     return args
-
-
-VLLM_SETTINGS = frozenset(inspect.signature(vllm_engine_args).parameters) - {"model_path", "on_cpu", "max_model_len", "seed"}
 
 
 class VllmEngine:

@@ -24,7 +24,7 @@ REACHES_VLLM = {
 }
 # the other keys, and where they act instead
 ELSEWHERE = {
-    "engine": "rollout.worker.build_engine", "num_workers": "RolloutPool", "samples_per_prompt": "GenerationRequest.n",
+    "engine": "rollout.registry.build_engine", "num_workers": "RolloutPool", "samples_per_prompt": "GenerationRequest.n",
     "reasoning": "SamplingConfig", "non_reasoning": "SamplingConfig", "gpus_per_worker": "rollout.placement",
     "cpu_binds": "PoolPlacement", "max_staleness": "RolloutAhead", "weight_transfer_bucket_mb": "BroadcastSync",
     "weight_transfer_timeout_s": "BroadcastSync",
