@@ -7,6 +7,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dualmode_rl.atomic import write_text_atomic
+from dualmode_rl.constants import NON_REASONING, REASONING, RECOMMENDED_TEMPERATURE
 from dualmode_rl.rollout.placement import plan_engine
 from dualmode_rl.rollout.registry import check_engine_name
 
@@ -228,8 +230,8 @@ class EvalConfig(Section):
     split: str = "test"
     # EXAONE 4.0 evaluates with each mode's recommended sampling (T=0.6 / top-p 0.95 when reasoning,
     # T < 0.6 otherwise), reporting pass@1 averaged over samples. Lengths are rollout.<mode>.max_tokens.
-    reasoning: EvalSampling = EvalSampling(temperature=0.6)
-    non_reasoning: EvalSampling = EvalSampling(temperature=0.4)
+    reasoning: EvalSampling = EvalSampling(temperature=RECOMMENDED_TEMPERATURE[REASONING])
+    non_reasoning: EvalSampling = EvalSampling(temperature=RECOMMENDED_TEMPERATURE[NON_REASONING])
     samples: int = Field(4, gt=0)
     greedy: bool = False  # true: one temperature-0 completion per problem and mode
     seed: int = 1234
@@ -308,5 +310,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Du
         raise ConfigError(_describe(exc, origin)) from None
 
 
+RUN_CONFIG_FILE = "config.yaml"  # a run folder's copy of the config it ran with
+
+
 def dump_config(config: DualModeConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -12,10 +11,10 @@ from statistics import mean
 from dualmode_rl.rewards.mode_fidelity import FLAGS_BY_MODE, mode_flags
 from dualmode_rl.rewards.pool import reward_metrics
 from dualmode_rl.rewards.types import RewardOutput
-from dualmode_rl.rl.advantages import CORRECT_THRESHOLD
+from dualmode_rl.constants import CORRECT_THRESHOLD
 from dualmode_rl.rollout.types import RolloutGroup
 
-from .atomic import write_text_atomic
+from dualmode_rl.atomic import atomic_path, write_text_atomic
 
 METRICS_FILE = "metrics.jsonl"
 ERRORS_FILE = "errors.jsonl"  # first occurrences of each reward's errors (rewards.pool)
@@ -97,18 +96,11 @@ def _fresh_tensorboard(folder: Path, kept: list[dict]):
     from torch.utils.tensorboard import SummaryWriter
 
     if folder.exists():
-        staging = folder.with_name(folder.name + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
-        with SummaryWriter(str(staging)) as writer:
+        with atomic_path(folder) as staging, SummaryWriter(str(staging)) as writer:
             for row in kept:
                 for key, value in row.items():
                     if key != "step":
                         writer.add_scalar(key, value, row["step"])
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old)
     return SummaryWriter(str(folder))
 
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .atomic import write_text_atomic  # noqa: E402
+from dualmode_rl.atomic import write_text_atomic  # noqa: E402
 from .metrics import METRICS_FILE, MODE_FIDELITY_KEYS  # noqa: E402
 
 PANELS = [

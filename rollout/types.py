@@ -4,14 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from dualmode_rl.constants import MODES, NON_REASONING, REASONING  # noqa: F401 - the modes, as rollout's records name them
+
 if TYPE_CHECKING:
     import torch
 
     from .modes import SamplingConfig
-
-REASONING = "reasoning"
-NON_REASONING = "non_reasoning"
-MODES = (REASONING, NON_REASONING)
 
 
 @dataclass(frozen=True)
