@@ -8,8 +8,8 @@ Every estimator takes `(rewards, valid=None, correct=None, **params)`:
   Dr. GRPO, RLOO, AGAPO's group stage). With every sample valid this is the printed arithmetic.
 - `correct` [B, G] bool: the accuracy reward's verdict, read by `agapo_neg` only.
 
-Registry: `ADVANTAGES[name]` and `get_advantage(name, **params)`, which binds keyword
-parameters (for example `get_advantage("agapo_neg", all_incorrect_advantage=-0.2)`).
+Registry: `ADVANTAGES[name]` and `get_advantage(name, **params)` (a name, or a plug-in "file.py:fn"),
+which binds keyword parameters (for example `get_advantage("agapo_neg", all_incorrect_advantage=-0.2)`).
 
 Standard deviations are the unbiased (n - 1) estimate, as `torch.std` and TRL use.
 """
@@ -20,8 +20,10 @@ from typing import Callable
 
 import torch
 
+from dualmode_rl.constants import CORRECT_THRESHOLD
+from dualmode_rl.plugins import is_plugin_spec
+
 AdvantageFn = Callable[..., torch.Tensor]
-CORRECT_THRESHOLD = 1.0 - 1e-9  # a reward of 1 is correct, when no accuracy verdict is given
 
 
 def _check_rewards(rewards: torch.Tensor, valid: torch.Tensor | None, name: str,
@@ -131,8 +133,15 @@ ADVANTAGES: dict[str, AdvantageFn] = {
 
 
 def get_advantage(name: str, **params) -> AdvantageFn:
-    """The estimator registered under `name`, with `params` bound as keyword arguments."""
-    if name not in ADVANTAGES:
-        raise KeyError(f"unknown advantage estimator '{name}'; known: {sorted(ADVANTAGES)}")
-    fn = ADVANTAGES[name]
+    """The estimator registered under `name`, or the plug-in "file.py:fn" / "module:fn" (checked against
+    rl/contracts.py), with `params` bound as keyword arguments."""
+    if name in ADVANTAGES:
+        fn = ADVANTAGES[name]
+    elif is_plugin_spec(name):
+        from .contracts import load_advantage_plugin  # its checks import rl.losses
+
+        fn = load_advantage_plugin(name)
+    else:
+        raise KeyError(f"unknown advantage estimator '{name}'; known: {sorted(ADVANTAGES)}, "
+                       "or a plug-in 'file.py:fn' / 'module:fn'")
     return functools.partial(fn, **params) if params else fn
