@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dualmode_rl.atomic import write_text_atomic  # noqa: E402
+from dualmode_rl.atomic import atomic_path, write_text_atomic  # noqa: E402
 from .metrics import METRICS_FILE, MODE_FIDELITY_KEYS  # noqa: E402
 
 PANELS = [
@@ -40,7 +40,8 @@ def _plot(rows: list[dict], keys: list[str], title: str, path: Path) -> bool:
     if drawn:
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(path, dpi=90)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90)
     plt.close(fig)
     return drawn
 
