@@ -17,9 +17,10 @@ def token_mean_pg(inputs, norm, settings):
     return loss, {"tokens_per_sequence": tokens.detach()}
 
 
-def median_baseline(rewards, valid=None, correct=None):
+def median_baseline(rewards, valid=None, correct=None, modes=None, normalize="batch"):
     """A_i = r_i - the median reward of its group's scored samples: a baseline that one outlying shaped
-    reward does not move. Samples without a score (`valid` False) get 0."""
+    reward does not move. Samples without a score (`valid` False) get 0. Within groups only, so the
+    groups' `modes` and `normalize` (algorithm.normalize) change nothing."""
     valid = torch.ones_like(rewards, dtype=torch.bool) if valid is None else valid.bool()
     rewards = rewards if rewards.is_floating_point() else rewards.float()
     median = torch.where(valid, rewards, torch.full_like(rewards, float("nan"))).nanmedian(dim=1, keepdim=True).values

@@ -7,6 +7,7 @@ from typing import Iterator
 
 from datasets import Dataset
 
+from dualmode_rl.prompts import PromptError, prompt_messages
 from dualmode_rl.rewards.types import RewardInput
 from dualmode_rl.rollout.types import MODES, GenerationRequest, Sample
 
@@ -41,12 +42,10 @@ def check_row(row: dict, source: str, number: int) -> None:
     """`number`: the row's number, from 1, as every message about rows gives it."""
     if row.get("mode") not in MODES:
         raise FilterDataError(f"{source}: row {number}: 'mode' is {row.get('mode')!r}, expected one of {MODES}")
-    prompt = row.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise FilterDataError(f"{source}: row {number}: 'prompt' must be a non-empty string, got {prompt!r:.80}")
-    system = row.get("system")
-    if system is not None and not isinstance(system, str):
-        raise FilterDataError(f"{source}: row {number}: 'system' must be a string, got {type(system).__name__}")
+    try:
+        prompt_messages(row)
+    except PromptError as bad:
+        raise FilterDataError(f"{source}: row {number}: {bad}") from None
 
 
 def read_rows(dataset: Dataset, start: int, stop: int) -> list[dict]:
@@ -60,14 +59,15 @@ def other_mode(mode: str) -> str:
 def request_for(row: dict, index: int, samples: int, mode: str | None = None) -> GenerationRequest:
     """The request for row `index` in its own mode (id "index"), or in `mode` (id "index:mode")."""
     request_id = str(index) if mode in (None, row["mode"]) else f"{index}:{mode}"
-    return GenerationRequest(
-        request_id=request_id, prompt=row["prompt"], mode=mode or row["mode"], n=samples, system=row.get("system")
-    )
+    return GenerationRequest.for_row(row, request_id, mode or row["mode"], samples)
 
 
 def reward_inputs(row: dict, samples: list[Sample], mode: str | None = None) -> list[RewardInput]:
-    """Samples of `row` in its own mode, or in `mode` (plug-ins are handed the sample's mode)."""
-    return [RewardInput(completion=s.text, mode=mode or row["mode"], reference=row) for s in samples]
+    """Samples of `row` in its own mode, or in `mode` (plug-ins are handed the sample's mode): what every
+    reward call of training, filter and eval is made of."""
+    prompt = prompt_messages(row)
+    return [RewardInput(completion=s.text, mode=mode or row["mode"], reference=row, completion_ids=list(s.token_ids),
+                        prompt=prompt) for s in samples]
 
 
 def _batches(dataset: Dataset) -> Iterator[tuple[int, dict]]:

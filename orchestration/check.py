@@ -28,12 +28,12 @@ from pathlib import Path
 import torch
 
 from dualmode_rl.rewards.pool import RewardPool
-from dualmode_rl.rewards.registry import load_reward
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 from dualmode_rl.rollout.types import MODES, RolloutGroup
 
 from .batch_builder import build_batch, reward_inputs
 from .checkpoint import LoopState, checkpoint_problem, load_loop_state, save_checkpoint
+from .components import load_configured_reward
 from .config import DualModeConfig
 from .data import default_source, load_prompts, request_for
 from .metrics import METRICS_FILE
@@ -103,7 +103,7 @@ def run_check(cfg: DualModeConfig) -> int:
     inputs = reward_inputs(ready["groups"], ready["rows"])
     for spec in cfg.rewards.rewards:
         with checks(f"reward {spec.name!r}: scores {len(inputs)} samples and pickles") as notes:
-            notes.append(check_reward(cfg, spec.name, inputs))
+            notes.append(check_reward(cfg, spec, inputs))
     with checks("one learner step at step 1: importance ratio 1, KL 0") as notes:
         ready["learner"], summary = learner_step(cfg, ready["groups"], ready["rows"])
         notes.append(summary)
@@ -145,13 +145,14 @@ def generate(cfg: DualModeConfig, dataset) -> tuple[list[dict], list[RolloutGrou
         engine.shutdown()
 
 
-def check_reward(cfg: DualModeConfig, name: str, inputs) -> str:
+def check_reward(cfg: DualModeConfig, spec, inputs) -> str:
     """Scores `inputs` under rewards.timeout_s (CheckFailed when every sample errs) and round-trips the reward
     through cloudpickle into a fresh Python process."""
     import cloudpickle
 
-    reward = load_reward(name)
-    pool = RewardPool([(reward, 1.0)], num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s)
+    reward = load_configured_reward(spec)
+    pool = RewardPool([(reward, 1.0)], num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s,
+                      batch_size=cfg.rewards.batch_size)
     try:
         outputs = pool.score(inputs)
     finally:
@@ -180,7 +181,7 @@ def learner_step(cfg: DualModeConfig, groups: list[RolloutGroup], rows: list[dic
     from dualmode_rl.rl.advantages import get_advantage
     from dualmode_rl.rl.learner import Learner
 
-    from .components import build_reward_pool
+    from .components import build_reward_pool, overlong_rules
     from .loop import learner_config
 
     config = learner_config(cfg, cfg.model_path)
@@ -191,7 +192,8 @@ def learner_step(cfg: DualModeConfig, groups: list[RolloutGroup], rows: list[dic
         outputs = pool.score(reward_inputs(groups, rows))
     finally:
         pool.close()
-    batch, _ = build_batch(groups, outputs, get_advantage(cfg.algorithm.advantage))
+    advantage_fn = get_advantage(cfg.algorithm.advantage, normalize=cfg.algorithm.normalize)
+    batch, _ = build_batch(groups, outputs, advantage_fn, overlong=overlong_rules(cfg))
     learner_logprobs = learner.reference_logprobs(batch.prompt_ids, batch.completion_ids, batch.modes)
     gaps = [abs(a - b) for lp, sp in zip(learner_logprobs, batch.rollout_logprobs) for a, b in zip(lp, sp)]
     metrics = learner.step(batch)

@@ -63,7 +63,18 @@ def _budgets(text: str) -> list[int]:
 def cmd_verify(args) -> int:
     from dualmode_rl.rewards.verify_file import verify_file
 
-    summary = verify_file(args.reward, args.input, args.output)
+    import yaml
+
+    from .components import load_configured_reward
+    from .config import DataConfig, reward_spec
+
+    reward = load_configured_reward(reward_spec(args.reward, completion_format=args.completion_format))
+    rows = None
+    if not args.input.endswith(".jsonl"):
+        from .data import completion_rows
+
+        rows = completion_rows(args.input, DataConfig(columns=yaml.safe_load(args.columns or "{}")).columns)
+    summary = verify_file(reward, args.input, args.output, tokenizer=args.tokenizer, rows=rows)
     print(json.dumps(summary))
     return 0
 
@@ -94,7 +105,7 @@ def cmd_check(args) -> int:
 def cmd_report(args) -> int:
     from .report import write_report
 
-    print(write_report(Path(args.run_dir)))
+    print(write_report(Path(args.run_dir), smoothing=args.smoothing))
     return 0
 
 
@@ -129,8 +140,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="also reasoning accuracy at each thinking budget and unbudgeted: a table in the --json "
                         "file and a plot of accuracy against think tokens next to it (needs --json)")
     p = command("verify", cmd_verify, "score a JSONL file of completions offline", config=False)
-    p.add_argument("--reward", required=True, help="math, code, format, auto, or a plug-in path")
-    p.add_argument("--input", required=True)
+    p.add_argument("--reward", required=True,
+                   help="math, code, format, auto, a plug-in path, or a rewards.rewards entry as inline YAML: "
+                        "'{name: trl.rewards:accuracy_reward, columns: {solution: answer}}'")
+    p.add_argument("--completion-format", choices=["text", "messages"],
+                   help="TRL-style rewards: completions (and prompts) as strings or as chat messages (default: text)")
+    p.add_argument("--tokenizer", help="a model folder: tokenize the completions of rows without completion_ids")
+    p.add_argument("--input", required=True,
+                   help="JSON lines, or a .parquet file, `datasets` folder or Hub name read as training reads data")
+    p.add_argument("--columns", help="as data.columns, for a non-JSONL input: '{answer: solution}'")
     p.add_argument("--output", required=True)
     p = command("filter", cmd_filter, "drop prompts that all 8 samples already solve")
     p.add_argument("--model")
@@ -149,6 +167,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model")
     p = command("report", cmd_report, "write a Markdown report with plots for a run", config=False)
     p.add_argument("run_dir")
+    p.add_argument("--smoothing", type=float, default=0.6,
+                   help="weight of the curves' exponential moving average, in [0, 1) (TensorBoard's slider)")
     p = command("demo", cmd_demo, "bootstrap, evaluate, filter, train and evaluate again")
     p.add_argument("--out", default="runs/demo", help="demo folder (summary.json, filter/, train/)")
     return parser

@@ -8,12 +8,13 @@ import torch
 
 from dualmode_rl.rewards.pool import RewardPool
 from dualmode_rl.rewards.registry import load_reward
+from dualmode_rl.rl.overlong import OverlongRule
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 from dualmode_rl.rollout.registry import build_engine
-from dualmode_rl.rollout.types import Engine
+from dualmode_rl.rollout.types import MODES, Engine
 
 from .checkpoint import check_model_folder
-from .config import CPU_MAX_MODEL_LEN, VLLM_ONLY, ConfigError, DualModeConfig
+from .config import CPU_MAX_MODEL_LEN, VLLM_ONLY, ConfigError, DualModeConfig, RewardSpec
 
 
 def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingConfig:
@@ -143,10 +144,22 @@ def build_local_engine(cfg: DualModeConfig, model_path: str | Path, evaluation: 
 def build_reward_pool(cfg: DualModeConfig, evaluation: bool = False, errors_file: Path | None = None) -> RewardPool:
     """Loads every reward plug-in now, so a bad one stops start-up with its name. `evaluation`: the
     accuracy reward (eval.reward) alone. `errors_file`: where first occurrences of errors go (errors.jsonl)."""
-    specs = [(cfg.eval.reward, 1.0)] if evaluation else [(spec.name, spec.weight) for spec in cfg.rewards.rewards]
-    rewards = [(load_reward(name), weight) for name, weight in specs]
-    return RewardPool(rewards, num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s,
-                      errors_file=errors_file)
+    specs = [accuracy_spec(cfg)] if evaluation else cfg.rewards.rewards
+    return RewardPool([(load_configured_reward(spec), spec.weight) for spec in specs],
+                      num_workers=cfg.rewards.num_workers, timeout_s=cfg.rewards.timeout_s, errors_file=errors_file,
+                      batch_size=cfg.rewards.batch_size)
+
+
+def load_configured_reward(spec: RewardSpec):
+    """A `rewards.rewards` entry's reward, with its plug-in options (rewards.registry.load_reward)."""
+    return load_reward(spec.name, args=spec.args, columns=spec.columns, completion_format=spec.completion_format,
+                       score_range=spec.range)
+
+
+def accuracy_spec(cfg: DualModeConfig) -> RewardSpec:
+    """eval.reward, with the options of the rewards.rewards entry of that name when training uses it."""
+    same = [spec for spec in cfg.rewards.rewards if spec.name == cfg.eval.reward]
+    return same[0].model_copy(update={"weight": 1.0}) if same else RewardSpec(name=cfg.eval.reward)
 
 
 def accuracy_reward_name(cfg: DualModeConfig, pool: RewardPool) -> str | None:
@@ -156,3 +169,11 @@ def accuracy_reward_name(cfg: DualModeConfig, pool: RewardPool) -> str | None:
         if spec.name == cfg.eval.reward:
             return fn.name
     return None
+
+
+def overlong_rules(cfg: DualModeConfig) -> dict[str, OverlongRule]:
+    """algorithm.overlong per mode, at rollout.<mode>.max_tokens (rl/overlong.py); modes without one left out."""
+    a = cfg.algorithm
+    return {mode: OverlongRule(getattr(a.overlong, mode), getattr(cfg.rollout, mode).max_tokens,
+                               getattr(a.overlong_buffer, mode))
+            for mode in MODES if getattr(a.overlong, mode) != "none"}

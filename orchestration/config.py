@@ -166,13 +166,53 @@ class RolloutConfig(Section):
 class RewardSpec(Section):
     name: str  # built-in ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity") or plug-in path
     weight: float = 1.0
+    # Plug-ins only (rewards/plugins.py). `args`: the named object is a factory, called with these keyword
+    # arguments to make the reward (trl.rewards:get_soft_overlong_punishment). `columns`: {the reward's
+    # parameter: the row's column} (TRL's accuracy_reward reads `solution`: {solution: answer}).
+    # `completion_format` (TRL-style rewards): `messages` hands completions and prompts as chat messages,
+    # as TRL does for conversational data; `text` as strings. `range`: the [low, high] its values lie in,
+    # used as they are (TRL's overlong punishment: [-1, 0]); any other value is an error (rewards/types.py).
+    args: dict[str, Any] | None = None
+    columns: dict[str, str] = {}
+    completion_format: Literal["text", "messages"] = "text"
+    range: tuple[float, float] = (0.0, 1.0)
+
+    @model_validator(mode="after")
+    def _range_ordered(self):
+        if not self.range[0] < self.range[1]:
+            raise ValueError(f"range must be [low, high] with low < high, got {list(self.range)}")
+        return self
 
 
 class RewardsConfig(Section):
     rewards: list[RewardSpec] = [RewardSpec(name="auto")]
-    num_workers: int = Field(2, gt=0)
-    timeout_s: float = Field(10.0, gt=0)  # per sample and reward
+    num_workers: int = Field(2, gt=0)  # reward calls at a time
+    # Each reward is called with chunks of up to batch_size samples (one at a time for verl-style ones);
+    # 1 calls every reward once per sample (benchmarks/reward_pool.py compares the two).
+    batch_size: int = Field(64, gt=0)
+    # The time limit of one call: a chunk, or one sample of a chunk that failed or ran out of time,
+    # retried alone. The built-in verifiers also limit each sample themselves (math 5 s, code 10 s).
+    timeout_s: float = Field(30.0, gt=0)
     max_failed_steps: int = Field(3, gt=0)  # a run stops when a reward fails on every sample this many steps in a row
+
+
+class PerMode(Section):
+    """One setting per mode: `{reasoning: ..., non_reasoning: ...}`, or a single value for both."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value_for_both(cls, value):
+        return value if isinstance(value, (dict, BaseModel)) else {mode: value for mode in cls.model_fields}
+
+
+class OverlongConfig(PerMode):
+    reasoning: Literal["none", "mask", "soft_penalty"] = "none"
+    non_reasoning: Literal["none", "mask", "soft_penalty"] = "none"
+
+
+class OverlongBufferConfig(PerMode):
+    reasoning: int | None = Field(None, gt=0)  # None: a fifth of rollout.reasoning.max_tokens (DAPO's 4096 of 20480)
+    non_reasoning: int | None = Field(None, gt=0)
 
 
 class AlgorithmConfig(Section):
@@ -187,6 +227,17 @@ class AlgorithmConfig(Section):
     # completions (its attention skips the mask); "packed" with flash attention on GPUs.
     micro_batch_layout: Literal["padded", "packed", "shared_prompt"] = "shared_prompt"
     loss_aggregation: Literal["token_sum", "token_mean", "seq_token_mean"] = "token_sum"  # AGAPO as printed: token_sum
+    # AGAPO's global stage over the whole batch (as printed) or within each mode, so long reasoning rollouts do
+    # not set the scale of non-reasoning ones (rl/advantages.py). GRPO, Dr. GRPO and RLOO have none: ignored.
+    normalize: Literal["batch", "mode"] = "batch"
+    # DAPO's dynamic sampling: drop the groups whose rewards are all equal and refill the batch from further
+    # prompts, in at most max_refill_rounds rounds (orchestration/dynamic_sampling.py).
+    dynamic_sampling: bool = False
+    max_refill_rounds: int = Field(3, ge=0)
+    # DAPO's overlong handling per mode (rl/overlong.py): none, mask (truncated samples leave the loss) or
+    # soft_penalty (a linear penalty in the last overlong_buffer tokens before rollout.<mode>.max_tokens).
+    overlong: OverlongConfig = OverlongConfig()
+    overlong_buffer: OverlongBufferConfig = OverlongBufferConfig()
 
 
 class LearnerSection(Section):
@@ -198,10 +249,25 @@ class LearnerSection(Section):
     fp32_lm_head: bool = True  # LM head and log-softmax in fp32 when the model runs in bf16
 
 
+class DatasetEntry(Section):
+    path: str  # as data.train
+    weight: float = Field(1.0, gt=0)  # drawn with probability weight / sum of weights (orchestration/data.py)
+    columns: dict[str, str] | None = None  # this dataset's own data.columns
+
+
 class DataConfig(Section):
-    train: str | None = None  # a `datasets` folder or .jsonl; default: the bootstrap train split
+    # A checkpoint folder with data/, a `datasets` folder, .parquet, .jsonl or .json, or a Hub name
+    # (owner/name[:config]); or a weighted list [{path, weight}]. Default: the bootstrap train split.
+    train: str | list[DatasetEntry] | None = None
     test: str | None = None
+    columns: dict[str, str] = {}  # {name dualmode-rl reads: the dataset's column}, e.g. {answer: solution}
     reasoning_share: float | None = Field(None, ge=0, le=1)  # re-assign modes by this mix; None keeps the data's
+
+    @model_validator(mode="after")
+    def _train_list_not_empty(self):
+        if isinstance(self.train, list) and not self.train:
+            raise ValueError("train: an empty list; give a path or [{path, weight}, ...]")
+        return self
 
 
 class FilterConfig(Section):
@@ -224,6 +290,19 @@ class TrainConfig(Section):
     seed: int = 0
     # The learner runs in the driver; on small CPU machines a vLLM actor holds a core (see BootstrapConfig).
     torch_threads: int = Field(1, ge=0)  # 0 = all cores
+    # Every eval_every steps (and at the last), pass@1 per mode on the first eval_limit problems of the test
+    # split, as `dualmode-rl eval` scores them (eval.*), on the rollout workers: logged as eval/<mode>/accuracy.
+    # Those steps are checkpointed, so the best (best_checkpoint.json) always exists. None: no evaluation.
+    eval_every: int | None = Field(None, gt=0)
+    eval_limit: int = Field(64, gt=0)
+    # Where metrics go besides metrics.jsonl: TensorBoard (tensorboard/) and Weights & Biases (the
+    # `wandb` extra; WANDB_MODE=offline writes the run under wandb/ to sync later) (orchestration/metrics.py).
+    report_to: list[Literal["tensorboard", "wandb"]] = ["tensorboard"]
+    wandb_project: str = "dualmode-rl"
+    # Every this many steps, the first samples_logged prompts' first completion per mode go to samples.jsonl,
+    # TensorBoard text and W&B, and into `dualmode-rl report`; 0 = never.
+    log_samples_every: int = Field(10, ge=0)
+    samples_logged: int = Field(2, gt=0)
 
 
 class EvalConfig(Section):
@@ -257,6 +336,15 @@ class DualModeConfig(Section):
     def model_path(self) -> str:
         return self.model or self.bootstrap.out
 
+    @model_validator(mode="after")
+    def _overlong_buffer_fits(self):
+        for mode in ("reasoning", "non_reasoning"):
+            buffer, max_tokens = getattr(self.algorithm.overlong_buffer, mode), getattr(self.rollout, mode).max_tokens
+            if buffer is not None and buffer > max_tokens:
+                raise ValueError(f"config key 'algorithm.overlong_buffer.{mode}': {buffer} exceeds "
+                                 f"rollout.{mode}.max_tokens={max_tokens}")
+        return self
+
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     node = tree
@@ -283,7 +371,8 @@ def _describe(error: ValidationError, source: str) -> str:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
         reason = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"{source}: config key '{key}': {reason}")
+        # a check across sections has no location: its message names the key
+        lines.append(f"{source}: config key '{key}': {reason}" if key else f"{source}: {reason.removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 
@@ -308,6 +397,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Du
     except ValidationError as exc:
         origin = source if not overrides else f"{source} + overrides"
         raise ConfigError(_describe(exc, origin)) from None
+
+
+def reward_spec(text: str, **overrides) -> RewardSpec:
+    """A reward named on the command line: a name, or a `rewards.rewards` entry as inline YAML
+    ("{name: trl.rewards:accuracy_reward, columns: {solution: answer}}"); `overrides` set its keys."""
+    try:
+        tree = yaml.safe_load(text) if text.lstrip().startswith("{") else {"name": text}
+        return RewardSpec.model_validate({**tree, **{k: v for k, v in overrides.items() if v is not None}})
+    except (yaml.YAMLError, AttributeError, TypeError) as exc:
+        raise ConfigError(f"--reward {text!r}: not a reward name nor a {{name: ..., ...}} mapping: {exc}") from None
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, f"--reward {text!r}").replace("config key '", "key '")) from None
 
 
 RUN_CONFIG_FILE = "config.yaml"  # a run folder's copy of the config it ran with

@@ -10,8 +10,8 @@ from tqdm.auto import tqdm
 
 from dualmode_rl.atomic import atomic_path
 from dualmode_rl.constants import CORRECT_THRESHOLD
+from dualmode_rl.filtering.rows import reward_inputs
 from dualmode_rl.rewards.format import split_answer
-from dualmode_rl.rewards.types import RewardInput
 from dualmode_rl.rollout.thinking_budget import require_markers, think_markers, think_tokens
 from dualmode_rl.rollout.types import MODES, REASONING, RolloutGroup
 
@@ -55,7 +55,7 @@ def _evaluate_mode(generator, reward_pool, rows: list[dict], mode: str, samples:
     groups = _generate(generator, rows, mode, samples, greedy, seed)
     pairs = [(s, row) for g, row in zip(groups, rows) for s in g.samples]
     samples_out = [s for s, _ in pairs]
-    scores = reward_pool.score([RewardInput(s.text, mode, row) for s, row in pairs])
+    scores = reward_pool.score([item for g, row in zip(groups, rows) for item in reward_inputs(row, g.samples, mode)])
     correct = [o.score >= correct_threshold for o in scores]
     by_domain, by_steps = defaultdict(list), defaultdict(list)
     for (_, row), ok in zip(pairs, correct):
@@ -160,12 +160,12 @@ def format_table(report: dict) -> str:
 def run_eval(cfg, data: str | None = None, split: str | None = None, thinking_budgets: list[int] | None = None) -> dict:
     """Both modes, and with `thinking_budgets` also the reasoning-mode sweep under key "thinking_budgets"."""
     from .components import build_local_engine, build_reward_pool
-    from .data import default_source, load_split
+    from .data import default_source, load_prompts
     from .preflight import check_generation_limits, check_model
 
     model = check_model(cfg.model_path)  # the user's model is named first, before any data look-up
     source = data or cfg.data.test or default_source(cfg)
-    dataset = load_split(source, split or cfg.eval.split)
+    dataset = load_prompts(cfg, source, split or cfg.eval.split, need_mode=False)  # both modes: rows' own unused
     if cfg.eval.limit:
         dataset = dataset.select(range(min(cfg.eval.limit, len(dataset))))
     check_generation_limits(cfg, model.tokenizer, dataset, source, both_modes=True)

@@ -1,22 +1,26 @@
-"""Metrics: JSON lines plus TensorBoard, per mode."""
+"""Metrics, per mode: JSON lines (metrics.jsonl, samples.jsonl) plus the sinks of train.report_to:
+TensorBoard and Weights & Biases, two implementations of MetricsSink."""
 from __future__ import annotations
 
 import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from contextlib import contextmanager
 from pathlib import Path
 from statistics import mean
+from typing import Protocol
 
+from dualmode_rl.atomic import atomic_path, write_text_atomic
+from dualmode_rl.constants import CORRECT_THRESHOLD
 from dualmode_rl.rewards.mode_fidelity import FLAGS_BY_MODE, mode_flags
 from dualmode_rl.rewards.pool import reward_metrics
 from dualmode_rl.rewards.types import RewardOutput
-from dualmode_rl.constants import CORRECT_THRESHOLD
 from dualmode_rl.rollout.types import RolloutGroup
 
-from dualmode_rl.atomic import atomic_path, write_text_atomic
+from .config import DualModeConfig
 
 METRICS_FILE = "metrics.jsonl"
+SAMPLES_FILE = "samples.jsonl"  # sample completions per mode, every train.log_samples_every steps
 ERRORS_FILE = "errors.jsonl"  # first occurrences of each reward's errors (rewards.pool)
 
 
@@ -67,41 +71,163 @@ def mode_fidelity_metrics(groups: list[RolloutGroup]) -> dict[str, float]:
     return {key: float(mean(values)) for key, values in raised.items()}
 
 
-class MetricsLogger:
-    """metrics.jsonl and tensorboard/, both cut back to `keep_until_step` (a resume's checkpoint) on start."""
+class MetricsSink(Protocol):
+    """Where a run's metrics go besides metrics.jsonl: one per entry of train.report_to."""
 
-    def __init__(self, run_dir: Path, keep_until_step: int | None = None):
-        self.path = run_dir / METRICS_FILE
-        kept: list[dict] = []
-        if keep_until_step is not None and self.path.exists():  # resume: drop steps after the checkpoint
-            kept = [row for row in map(json.loads, self.path.read_text().splitlines()) if row["step"] <= keep_until_step]
-            write_text_atomic(self.path, "".join(json.dumps(row) + "\n" for row in kept))
-        self.tensorboard = _fresh_tensorboard(run_dir / "tensorboard", kept)
+    def scalars(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def samples(self, step: int, rows: list[dict]) -> None:
+        """A table of sample completions (sample_rows), per mode."""
+
+    def close(self) -> None: ...
+
+
+class MetricsLogger:
+    """metrics.jsonl, samples.jsonl (every train.log_samples_every steps) and the sinks of train.report_to,
+    all cut back to `keep_until_step` (a resume's checkpoint) on start. `config`: the run's, which also goes
+    to W&B; `tokenizer` decodes the logged samples' prompts as the engine rendered them."""
+
+    def __init__(self, run_dir: Path, keep_until_step: int | None = None, config: DualModeConfig | None = None,
+                 tokenizer=None):
+        config = config or DualModeConfig()
+        self.path, self.samples_path = run_dir / METRICS_FILE, run_dir / SAMPLES_FILE
+        kept, kept_samples = (_kept_rows(path, keep_until_step) for path in (self.path, self.samples_path))
+        self.train, self.tokenizer = config.train, tokenizer
+        self.sinks: list[MetricsSink] = []
+        if "tensorboard" in config.train.report_to:
+            self.sinks.append(TensorBoardSink(run_dir / "tensorboard", kept, kept_samples))
+        if "wandb" in config.train.report_to:
+            self.sinks.append(WandbSink(run_dir, config))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps({"step": step, **metrics}) + "\n")
-        for key, value in metrics.items():
-            self.tensorboard.add_scalar(key, value, step)
-        self.tensorboard.flush()
+        _append(self.path, {"step": step, **metrics})
+        for sink in self.sinks:
+            sink.scalars(step, metrics)
+
+    def log_samples(self, step: int, groups: list[RolloutGroup], outputs: list[RewardOutput]) -> None:
+        """Every train.log_samples_every steps: the first completion of the first train.samples_logged prompts
+        of each mode."""
+        every = self.train.log_samples_every
+        if not every or step % every or self.tokenizer is None:
+            return
+        rows = sample_rows(groups, outputs, self.tokenizer, self.train.samples_logged)
+        for row in rows:
+            _append(self.samples_path, {"step": step, **row})
+        for sink in self.sinks:
+            sink.samples(step, rows)
 
     def close(self) -> None:
-        self.tensorboard.close()
+        for sink in self.sinks:
+            sink.close()
 
 
-def _fresh_tensorboard(folder: Path, kept: list[dict]):
-    """A writer on `folder` holding exactly the `kept` metrics: the event files of the steps a resume drops
-    are replaced (events are append-only, and TensorBoard would show both runs' steps). The kept steps are
-    written to a new folder first, then swapped in."""
+def sample_rows(groups: list[RolloutGroup], outputs: list[RewardOutput], tokenizer, per_mode: int) -> list[dict]:
+    """The first sample of the first `per_mode` groups of each mode: its prompt as rendered (system prompt
+    and generation prompt included), completion, reward, each reward's component and any error."""
+    rows, taken, start = [], Counter(), 0
+    for group in groups:
+        if group.samples and taken[group.mode] < per_mode:
+            out = outputs[start]
+            rows.append({"mode": group.mode, "prompt": tokenizer.decode(group.prompt_token_ids),
+                         "completion": group.samples[0].text, "reward": out.score,
+                         "rewards": {k: v for k, v in out.extras.items() if "/" not in k}, "error": out.error})
+            taken[group.mode] += 1
+        start += len(group.samples)
+    return rows
+
+
+def _append(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _kept_rows(path: Path, keep_until_step: int | None) -> list[dict]:
+    """A resume: `path`'s rows up to the checkpoint's step, the others cut from the file."""
+    if keep_until_step is None or not path.exists():
+        return []
+    kept = [row for row in map(json.loads, path.read_text().splitlines()) if row["step"] <= keep_until_step]
+    write_text_atomic(path, "".join(json.dumps(row) + "\n" for row in kept))
+    return kept
+
+
+class TensorBoardSink:
+    """tensorboard/: every metric as a scalar, sample completions as text (`samples/<mode>`)."""
+
+    def __init__(self, folder: Path, kept: list[dict], kept_samples: list[dict]):
+        self.writer = _fresh_tensorboard(folder, kept, kept_samples)
+
+    def scalars(self, step: int, metrics: dict[str, float]) -> None:
+        _write_scalars(self.writer, step, metrics)
+        self.writer.flush()
+
+    def samples(self, step: int, rows: list[dict]) -> None:
+        _write_samples(self.writer, step, rows)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def _write_scalars(writer, step: int, metrics: dict[str, float]) -> None:
+    for key, value in metrics.items():
+        if key != "step":
+            writer.add_scalar(key, value, step)
+
+
+def _write_samples(writer, step: int, rows: list[dict]) -> None:
+    for mode in dict.fromkeys(row["mode"] for row in rows):
+        writer.add_text(f"samples/{mode}", samples_markdown([r for r in rows if r["mode"] == mode]), step)
+
+
+def samples_markdown(rows: list[dict]) -> str:
+    """Sample completions as Markdown: each one's reward, then its prompt and completion as code blocks."""
+    parts = []
+    for row in rows:
+        failed = f", error: {row['error']}" if row.get("error") else ""
+        parts.append(f"**step {row.get('step', '')} {row['mode']}: reward {row['reward']:.3g}**{failed}\n\n"
+                     f"```\n{row['prompt']}\n```\n```\n{row['completion']}\n```")
+    return "\n\n".join(parts)
+
+
+def _fresh_tensorboard(folder: Path, kept: list[dict], kept_samples: list[dict]):
+    """A writer on `folder` holding exactly the `kept` metrics and samples: the event files of the steps a
+    resume drops are replaced (events are append-only, and TensorBoard would show both runs' steps). The
+    kept steps are written to a new folder first, then swapped in."""
     from torch.utils.tensorboard import SummaryWriter
 
     if folder.exists():
         with atomic_path(folder) as staging, SummaryWriter(str(staging)) as writer:
             for row in kept:
-                for key, value in row.items():
-                    if key != "step":
-                        writer.add_scalar(key, value, row["step"])
+                _write_scalars(writer, row["step"], row)
+            for step in dict.fromkeys(row["step"] for row in kept_samples):
+                _write_samples(writer, step, [row for row in kept_samples if row["step"] == step])
     return SummaryWriter(str(folder))
+
+
+class WandbSink:
+    """Weights & Biases (the `wandb` extra): the run's config, every metric at its step, sample completions
+    as a table. WANDB_MODE=offline writes the run under RUN/wandb/ (`wandb sync` uploads it later). Each
+    start or resume of a run is one W&B run, grouped by the run folder; a resume logs from the step after
+    its checkpoint."""
+
+    def __init__(self, run_dir: Path, config: DualModeConfig):
+        import wandb
+
+        self._wandb = wandb
+        self.run = wandb.init(project=config.train.wandb_project, dir=str(run_dir), name=run_dir.name,
+                              group=str(run_dir.resolve()), config=config.model_dump(mode="json"),
+                              reinit="create_new")
+
+    def scalars(self, step: int, metrics: dict[str, float]) -> None:
+        self.run.log(dict(metrics), step=step)
+
+    def samples(self, step: int, rows: list[dict]) -> None:
+        columns = ["mode", "prompt", "completion", "reward", "error"]
+        table = self._wandb.Table(columns=columns, data=[[row.get(c) for c in columns] for row in rows])
+        self.run.log({"samples": table}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
 
 
 class RewardFailure(RuntimeError):

@@ -14,6 +14,7 @@ A failed check raises an error naming the file, row, key or plug-in at fault.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 
 from dualmode_rl.plugins import PluginError
+from dualmode_rl.prompts import PROMPT_COLUMNS
 from dualmode_rl.rewards.pool import RewardPool
 from dualmode_rl.rl.advantages import get_advantage
 from dualmode_rl.rl.losses import get_loss
@@ -87,7 +89,7 @@ def check_generation_limits(cfg: DualModeConfig, tokenizer, dataset, source, bot
         raise ConfigError(f"rollout.max_model_len={limit} exceeds the model's max_position_embeddings={model_limit} "
                           f"({cfg.model_path}/config.json)")
     longest = {mode: (0, 0) for mode in MODES}  # tokens, row number
-    columns = [c for c in ("prompt", "mode", "id") if c in dataset.column_names]
+    columns = [c for c in (*PROMPT_COLUMNS, "mode", "id") if c in dataset.column_names]
     for number, row in enumerate(dataset.select_columns(columns), 1):
         for mode in MODES if both_modes else (row["mode"],):
             tokens = len(render_prompt_ids(tokenizer, request_for(row, mode)))
@@ -179,6 +181,22 @@ def preflight_train(cfg: DualModeConfig, resume: str = "no", allow_config_change
     source = cfg.data.train or default_source(cfg)
     dataset = load_prompts(cfg, source, "train")
     check_generation_limits(cfg, model.tokenizer, dataset, source)
+    check_report_to(cfg)
     rewards = build_reward_pool(cfg, errors_file=Path(cfg.train.out) / ERRORS_FILE)
     check_algorithm(cfg)
     return TrainStart(state, checkpoint, start_model, dataset, rewards)
+
+
+def check_report_to(cfg: DualModeConfig) -> None:
+    """train.report_to's W&B needs the `wandb` extra, and a login unless WANDB_MODE is offline or disabled."""
+    if "wandb" not in cfg.train.report_to:
+        return
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("train.report_to includes wandb, but wandb is not installed: pip install "
+                          "'dualmode-rl[wandb]' (or drop wandb from train.report_to)") from None
+    if os.environ.get("WANDB_MODE") not in ("offline", "disabled", "dryrun") and not wandb.login(prompt=False, verify=False):
+        raise ConfigError("train.report_to includes wandb, but W&B has no API key: run `wandb login` (or set "
+                          "WANDB_API_KEY), or set WANDB_MODE=offline to write the run under train.out/wandb/ "
+                          "and `wandb sync` it later")

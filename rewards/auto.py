@@ -1,4 +1,5 @@
-"""The default reward ("auto"): format gate, then the verifier of the row's `domain`."""
+"""The default reward ("auto"): format gate, then the verifier of the row's `domain` (a row without one,
+as TRL's datasets have none: code when it has tests, math when it has an answer)."""
 from __future__ import annotations
 
 from dualmode_rl.rewards.code import CodeReward
@@ -18,7 +19,7 @@ class DomainRouter:
         by_domain: dict[str, list[int]] = {}
         for i, item in enumerate(inputs):
             _, error = split_answer(item.completion, item.mode)
-            domain = item.reference.get("domain")
+            domain = row_domain(item.reference)
             if error is not None:
                 outputs[i] = RewardOutput(0.0, extras={"format": 0.0}, reason=error)
             elif domain not in self.verifiers:
@@ -34,3 +35,12 @@ class DomainRouter:
     def close(self) -> None:
         for verifier in self.verifiers.values():
             verifier.close()
+
+
+def row_domain(reference: dict) -> str | None:
+    domain = reference.get("domain")
+    if domain is None and (reference.get("test") or reference.get("tests")):
+        return "code"
+    if domain is None and reference.get("answer") is not None:
+        return "math"
+    return domain

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import threading
+from dataclasses import astuple
 
 from dualmode_rl.rewards.format import split_answer
 from dualmode_rl.rewards.sandbox import Sandbox, SandboxJob
@@ -77,13 +78,20 @@ class CodeReward:
                 continue
             jobs += row_jobs
             owners += [i] * len(row_jobs)
-        results = self.sandbox.run_many(jobs) if jobs else []
+        results = self._run_distinct(jobs)
         per_row: dict[int, list] = {}
         for owner, result in zip(owners, results):
             per_row.setdefault(owner, []).append(result)
         for i, row_results in per_row.items():
             outputs[i] = _score(row_results)
         return outputs
+
+    def _run_distinct(self, jobs: list[SandboxJob]) -> list:
+        """Each distinct job of a batch runs once (the G samples of a prompt often hold the same program):
+        its result serves every identical job."""
+        distinct = list(dict.fromkeys(astuple(job) for job in jobs))
+        results = dict(zip(distinct, self.sandbox.run_many([SandboxJob(*key) for key in distinct]))) if jobs else {}
+        return [results[astuple(job)] for job in jobs]
 
     def close(self) -> None:
         if self._sandbox is not None:

@@ -80,8 +80,9 @@ class MathReward:
                 self._pool = MathVerifyPool(num_procs=self._num_procs, timeout_s=self._timeout_s)
             return self._pool
 
-    def score_one(self, item: RewardInput) -> RewardOutput:
-        """Score 0 with a `reason` for a wrong or unusable answer; `error` only when the row is at fault."""
+    def score_one(self, item: RewardInput, verdicts: dict | None = None) -> RewardOutput:
+        """Score 0 with a `reason` for a wrong or unusable answer; `error` only when the row is at fault.
+        `verdicts` caches Math-Verify's answer per (prediction, gold) across a batch."""
         if "answer" not in item.reference:
             return RewardOutput(0.0, "math row has no `answer`")
         gold = gold_answer(str(item.reference["answer"]))
@@ -95,12 +96,18 @@ class MathReward:
             return RewardOutput(0.0, reason="no \\boxed{} answer")
         if refusal(pred):
             return RewardOutput(0.0, reason=f"refused: {refusal(pred)}")
-        equal, reason = self.pool.equal(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}",
-                                        pred_extraction=["latex_boxed"], gold_extraction=["latex_boxed", "expr"])
+        verdicts = {} if verdicts is None else verdicts
+        if (pred, gold) not in verdicts:
+            verdicts[pred, gold] = self.pool.equal(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}",
+                                                   pred_extraction=["latex_boxed"], gold_extraction=["latex_boxed", "expr"])
+        equal, reason = verdicts[pred, gold]
         return RewardOutput(1.0 if equal else 0.0, extras={"extracted": pred[:100]}, reason=reason)
 
     def __call__(self, inputs: list[RewardInput]) -> list[RewardOutput]:
-        return [self.score_one(item) for item in inputs]
+        """A batch: each distinct (prediction, gold) pair is verified once (the G samples of a prompt often
+        give the same answer; Math-Verify is deterministic)."""
+        verdicts: dict = {}
+        return [self.score_one(item, verdicts) for item in inputs]
 
     def close(self) -> None:
         if self._pool is not None:

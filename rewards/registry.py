@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dualmode_rl.plugins import PluginError, is_plugin_spec, load_object
 from dualmode_rl.rewards.plugins import adapt
+from dualmode_rl.rewards.types import SCORE_RANGE
 
 ENTRY_POINT_GROUP = "dualmode_rl.rewards"
 
@@ -48,18 +49,29 @@ def _builtin(name: str):
 BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity")
 
 
-def load_reward(spec: str):
-    """Return a RewardFn: an object with `name` and `__call__(list[RewardInput]) -> list[RewardOutput]`."""
+def load_reward(spec: str, args: dict | None = None, columns: dict[str, str] | None = None,
+                completion_format: str = "text", score_range: tuple[float, float] = SCORE_RANGE):
+    """Return a RewardFn: an object with `name` and `__call__(list[RewardInput]) -> list[RewardOutput]`.
+
+    Plug-in options (a `rewards.rewards` entry's keys, rewards.plugins): `args` calls the named factory with
+    them to make the reward; `columns`, `completion_format` and `score_range` go to its adapter."""
     builtin = _builtin(spec)
     if builtin is not None:
+        options = {"args": args, "columns": columns or None, "completion_format": completion_format != "text",
+                   "range": tuple(score_range) != SCORE_RANGE}
+        if any(options.values()):
+            raise RewardPluginError(spec, f"{', '.join(k for k, v in options.items() if v)} apply to plug-ins, "
+                                          f"not to the built-in {spec!r}")
         return builtin
     try:
         if not is_plugin_spec(spec):
             raise ValueError(f"not a built-in ({', '.join(BUILTINS)}) and not 'module:function' or 'file.py:function'")
         obj = load_object(spec, ENTRY_POINT_GROUP)
+        if args is not None:
+            obj = obj(**args)
         if not callable(obj):
             raise TypeError(f"{obj!r} is not callable")
         name = getattr(obj, "__name__", spec.rsplit(":", 1)[-1])
-        return adapt(name, obj)
+        return adapt(name, obj, score_range, columns, completion_format)
     except Exception as exc:  # noqa: BLE001 - any failure is a start-up error naming the spec
         raise RewardPluginError(spec, f"{type(exc).__name__}: {exc}") from exc

@@ -14,6 +14,8 @@ class RewardInput:
     completion: str  # the generated text only (after the generation prompt)
     mode: str  # "reasoning" or "non_reasoning"
     reference: dict[str, Any]  # the dataset row: domain, answer, test, entry_point, ... and `id` (names it in errors)
+    completion_ids: list[int] | None = None  # the completion's token ids, when it was generated here
+    prompt: list[dict] | None = None  # the chat messages the completion answers (dualmode_rl.prompts)
 
 
 @dataclass
@@ -31,19 +33,22 @@ class RewardOutput:
         return float(self.extras.get(name, self.score)) if name else self.score
 
 
-def score_problem(value: Any) -> str | None:
-    """Why `value` is not a usable score, or None when it is: a real number in [0, 1].
+def score_problem(value: Any, score_range: tuple[float, float] = SCORE_RANGE) -> str | None:
+    """Why `value` is not a usable score, or None when it is: a real number in `score_range`.
 
     The one rule for every reward, in training, filtering, evaluation and `dualmode-rl verify` alike.
-    A shaping term or penalty is also scored in [0, 1]; its weight in `rewards.rewards` scales it and
-    gives it its sign."""
+    The range is [0, 1]: a shaping term or penalty is also scored in [0, 1], and its weight in
+    `rewards.rewards` scales it and gives it its sign. A plug-in written for another range (TRL's
+    overlong punishment returns values in [-1, 0]) declares it with `range` in its `rewards.rewards`
+    entry; its values are then used as they are, and anything outside that range is an error."""
     if value is None:
         return "returned None (cannot score)"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         return f"returned {type(value).__name__} {value!r:.60}, not a number"
     if not math.isfinite(value):
         return f"returned {value}, not a finite number"
-    low, high = SCORE_RANGE
+    low, high = score_range
     if not low <= value <= high:
-        return f"returned {value}, outside [{low:g}, {high:g}] (a weight in rewards.rewards scales and signs a reward)"
+        hint = "a weight in rewards.rewards scales and signs a reward" if score_range == SCORE_RANGE else "its declared range"
+        return f"returned {value}, outside [{low:g}, {high:g}] ({hint})"
     return None

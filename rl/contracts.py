@@ -6,8 +6,10 @@ A loss `f(inputs: LossInputs, norm: LossNorm, settings: LossSettings) -> (loss, 
 - has finite gradients, and none on padding (mask 0) tokens, whose values do not change the loss;
 - splits: the loss, gradient and metrics of a batch equal the sums over any split of it into
   micro-batches, each called with the whole batch's `norm` (how the learner calls it).
-An advantage estimator `f(rewards [B, G], valid=None, correct=None) -> [B, G]`:
-- returns finite advantages of the rewards' shape, 0 for each sample that is not `valid`;
+An advantage estimator `f(rewards [B, G], valid=None, correct=None, modes=None, normalize="batch") -> [B, G]`
+(`modes`: each group's mode; `normalize`: "batch" or "mode", algorithm.normalize; it may ignore both):
+- returns finite advantages of the rewards' shape, 0 for each sample that is not `valid`, with either
+  `normalize`;
 - does not depend on the order of the prompts, nor of the samples within a group.
 The checks run in float64 on a small fixed batch, so they cost a few milliseconds.
 """
@@ -17,8 +19,10 @@ import inspect
 
 import torch
 
+from dualmode_rl.constants import NON_REASONING, REASONING
 from dualmode_rl.plugins import PluginError, load_object
 
+from .advantages import NORMALIZE
 from .losses import LossInputs, LossNorm, LossSettings
 
 # Two float64 evaluations of one sum, in different orders, of a few dozen terms of size <= 10 differ by
@@ -125,32 +129,35 @@ def _fields(inputs: LossInputs) -> list:
 
 # ---- advantage estimators
 
-def advantage_contract_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rewards, valid, correct): a mixed, an all-correct, an all-wrong and a partly unscored group."""
+def advantage_contract_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """(rewards, valid, correct, modes): a mixed, an all-correct, an all-wrong and a partly unscored group,
+    two of each mode."""
     rewards = torch.tensor([[1.0, 0.0, 0.5, 1.0], [1.0, 1.0, 1.0, 1.0], [0.0, 0.0, 0.0, 0.0], [0.2, 1.0, 0.0, 0.7]],
                            dtype=torch.float64)
     valid = torch.ones_like(rewards, dtype=torch.bool)
     valid[3, 1] = valid[0, 2] = False
-    return rewards, valid, rewards >= 1.0
+    return rewards, valid, rewards >= 1.0, [REASONING, NON_REASONING, NON_REASONING, REASONING]
 
 
 def check_advantage(fn) -> None:
-    _require_signature(fn, 1, "(rewards, valid=None, correct=None)")
-    rewards, valid, correct = advantage_contract_inputs()
-    out = _call_advantage(fn, rewards, valid, correct)
-    if out[~valid].abs().max() > 0:
-        raise ContractError("samples that are not valid (unscored) must get advantage 0")
+    _require_signature(fn, 1, '(rewards, valid=None, correct=None, modes=None, normalize="batch")')
+    rewards, valid, correct, modes = advantage_contract_inputs()
+    for normalize in NORMALIZE:
+        if _call_advantage(fn, rewards, valid, correct, modes, normalize)[~valid].abs().max() > 0:
+            raise ContractError(f"samples that are not valid (unscored) must get advantage 0 (normalize {normalize!r})")
+    out = _call_advantage(fn, rewards, valid, correct, modes)
     everyone = torch.ones_like(valid)
-    if not _close(_call_advantage(fn, rewards, None, correct), _call_advantage(fn, rewards, everyone, correct)):
+    if not _close(_call_advantage(fn, rewards, None, correct, modes), _call_advantage(fn, rewards, everyone, correct, modes)):
         raise ContractError("valid=None must mean every sample is valid")
-    prompts, samples = torch.tensor([2, 0, 3, 1]), torch.tensor([3, 1, 0, 2])
+    prompts, samples = [2, 0, 3, 1], torch.tensor([3, 1, 0, 2])
     shuffle = lambda t: t[prompts][:, samples]  # noqa: E731
-    if not _close(_call_advantage(fn, shuffle(rewards), shuffle(valid), shuffle(correct)), shuffle(out)):
+    if not _close(_call_advantage(fn, shuffle(rewards), shuffle(valid), shuffle(correct), [modes[i] for i in prompts]),
+                  shuffle(out)):
         raise ContractError("the advantages depend on the order of the prompts or of the samples in a group")
 
 
-def _call_advantage(fn, rewards, valid, correct) -> torch.Tensor:
-    out = fn(rewards, valid=valid, correct=correct)
+def _call_advantage(fn, rewards, valid, correct, modes, normalize: str = "batch") -> torch.Tensor:
+    out = fn(rewards, valid=valid, correct=correct, modes=modes, normalize=normalize)
     if not (isinstance(out, torch.Tensor) and out.shape == rewards.shape and out.is_floating_point()):
         raise ContractError(f"must return a float tensor of the rewards' shape {tuple(rewards.shape)}, got "
                             f"{getattr(out, 'shape', type(out).__name__)}")
@@ -163,7 +170,8 @@ def _call_advantage(fn, rewards, valid, correct) -> torch.Tensor:
 
 def _require_signature(fn, positional: int, expected: str) -> None:
     try:
-        inspect.signature(fn).bind(*[None] * positional, **({} if positional > 1 else {"valid": None, "correct": None}))
+        keywords = {} if positional > 1 else {"valid": None, "correct": None, "modes": None, "normalize": "batch"}
+        inspect.signature(fn).bind(*[None] * positional, **keywords)
     except TypeError as exc:
         raise ContractError(f"must take {expected}: {exc}") from None
 

@@ -196,8 +196,10 @@ class Learner:
                 for g in groups]
 
     def _norm(self, batch: TrainingBatch) -> LossNorm:
+        """Batch-wide totals; a sequence whose loss_mask row is all 0 (rl.overlong "mask") is not counted."""
         lengths = [len(c) for c in batch.completion_ids]
-        return LossNorm(num_sequences=len(batch), num_tokens=round(sum(batch.trained_tokens())),
+        trained = batch.trained_tokens()
+        return LossNorm(num_sequences=sum(t > 0 for t in trained), num_tokens=round(sum(trained)),
                         max_completion_length=self.config.max_completion_length or max(lengths))
 
     def step(self, batch: TrainingBatch) -> dict[str, float]:

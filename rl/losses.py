@@ -42,8 +42,9 @@ class LossNorm:
 
     @classmethod
     def of(cls, mask: torch.Tensor, max_completion_length: int | None = None) -> "LossNorm":
+        """The totals of `mask`; a sequence whose every weight is 0 (left out of the loss) is not counted."""
         return cls(
-            num_sequences=mask.shape[0],
+            num_sequences=int((mask.sum(-1) > 0).sum().item()),
             num_tokens=int(mask.sum().item()),
             max_completion_length=max_completion_length or mask.shape[1],
         )
@@ -86,14 +87,15 @@ def _entropy_metric(inputs: LossInputs, norm: LossNorm) -> dict[str, torch.Tenso
 
 
 def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, norm: LossNorm, how: str) -> torch.Tensor:
+    sequences = max(norm.num_sequences, 1)  # 0 when every sequence is left out of the loss: the loss is 0
     if how == "token_sum":
-        return (per_token * mask).sum() / norm.num_sequences
+        return (per_token * mask).sum() / sequences
     if how == "token_mean":
         return (per_token * mask).sum() / max(norm.num_tokens, 1)
     if how == "seq_token_mean":
-        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sum() / norm.num_sequences
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sum() / sequences
     if how == "dr_grpo":
-        return (per_token * mask).sum() / (norm.num_sequences * norm.max_completion_length)
+        return (per_token * mask).sum() / (sequences * norm.max_completion_length)
     raise ValueError(f"unknown loss aggregation '{how}'; known: token_sum, token_mean, seq_token_mean, dr_grpo")
 
 
@@ -138,7 +140,7 @@ def agapo_loss(inputs: LossInputs, norm: LossNorm, settings: LossSettings):
             raise ValueError("loss 'agapo': beta != 0 needs ref_logprobs")
         per_token = per_token + settings.beta * sequence_kl_surrogate(lp, inputs.ref_logprobs, mask)
         metrics["kl"] = _token_mean((lp - inputs.ref_logprobs).detach(), mask, norm)
-        metrics["kl_seq"] = ((lp - inputs.ref_logprobs).detach() * mask).sum() / norm.num_sequences
+        metrics["kl_seq"] = ((lp - inputs.ref_logprobs).detach() * mask).sum() / max(norm.num_sequences, 1)
     correction = _off_policy(inputs, settings, "agapo")
     if correction is not None:
         per_token = per_token * correction[0]

@@ -50,15 +50,18 @@ class HfEngine:
     def policy_version(self) -> int:
         return self._policy_version
 
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        """As VllmEngine.generate; `sampling` replaces the engine's settings for this call."""
         if seed is not None:
             torch.manual_seed(int(seed))
-        return self._generate(requests, greedy=False)
+        return self._generate(requests, greedy=False, sampling=sampling)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         return self._generate(requests, greedy=True)
 
-    def _generate(self, requests: list[GenerationRequest], greedy: bool) -> list[RolloutGroup]:
+    def _generate(self, requests: list[GenerationRequest], greedy: bool,
+                  sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
         """One left-padded `generate` call per mode, with `n` rows per request."""
         prompts = [render_prompt_ids(self.tokenizer, r) for r in requests]
         for r, ids in zip(requests, prompts):
@@ -66,17 +69,17 @@ class HfEngine:
         samples: list[list[Sample]] = [[] for _ in requests]
         for mode in dict.fromkeys(r.mode for r in requests):
             rows = [i for i, r in enumerate(requests) if r.mode == mode for _ in range(1 if greedy else r.n)]
-            for i, sample in zip(rows, self._generate_rows([prompts[i] for i in rows], mode, greedy)):
+            mode_sampling = (sampling or self.sampling).for_mode(mode)
+            for i, sample in zip(rows, self._generate_rows([prompts[i] for i in rows], mode_sampling, greedy)):
                 samples[i].append(sample)
         return [RolloutGroup(r.request_id, r.mode, p, s) for r, p, s in zip(requests, prompts, samples)]
 
     @torch.no_grad()
-    def _generate_rows(self, prompts: list[list[int]], mode: str, greedy: bool) -> list[Sample]:
+    def _generate_rows(self, prompts: list[list[int]], sampling: ModeSampling, greedy: bool) -> list[Sample]:
         width = max(len(p) for p in prompts)
         pad = self._pad_id()
         inputs = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        sampling = self.sampling.for_mode(mode)
         out = self.model.generate(inputs, attention_mask=mask, **self._generate_kwargs(sampling, greedy, width))
         steps = out.logits if self.logprobs_mode == "raw_logprobs" else out.scores
         step_logprobs = torch.stack(steps, dim=1).float().log_softmax(-1)  # [rows, new, vocab]

@@ -89,12 +89,8 @@ def check_prompt_fits(request: GenerationRequest, prompt_ids: list[int], max_mod
 def render_prompt_ids(tokenizer, request: GenerationRequest) -> list[int]:
     """The generation prompt's token ids, rendered by the chat template in the request's mode."""
     check_mode(request.mode)
-    messages = []
-    if request.system:
-        messages.append({"role": "system", "content": request.system})
-    messages.append({"role": "user", "content": request.prompt})
     ids = tokenizer.apply_chat_template(
-        messages,
+        request.messages,
         add_generation_prompt=True,
         enable_thinking=(request.mode == REASONING),
         tokenize=True,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .placement import EnginePlacement, plan_engine
+from .modes import SamplingConfig
 from .types import GenerationRequest, RolloutGroup
 from .worker import RolloutWorker
 
@@ -99,14 +100,17 @@ class RolloutPool:
     def restarts(self) -> int:
         return sum(s.restarts for s in self.slots)
 
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
-        """With `seed`, worker k reseeds its sampler with `seed + k` first: reproducible rollouts."""
-        return self.submit(requests, seed).result()
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        """With `seed`, worker k reseeds its sampler with `seed + k` first: reproducible rollouts. With
+        `sampling`, the workers sample this call with those settings (evaluation during training)."""
+        return self.submit(requests, seed, sampling).result()
 
-    def submit(self, requests: list[GenerationRequest], seed: int | None = None) -> "PendingGeneration":
+    def submit(self, requests: list[GenerationRequest], seed: int | None = None,
+               sampling: SamplingConfig | None = None) -> "PendingGeneration":
         """Starts `generate` and returns at once. The calls are queued on the actors now, so a later
         `update_weights` lands after this generation: it samples with the weights of submission time."""
-        return PendingGeneration(self, "generate", requests, seed)
+        return PendingGeneration(self, "generate", requests, seed, sampling)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         return PendingGeneration(self, "generate_greedy", requests).result()
@@ -219,9 +223,11 @@ class RolloutPool:
     def _chunk_cost(self, method: str, requests: list[GenerationRequest], indices: list[int]) -> float:
         return sum(self._request_cost(requests[i], method == "generate_greedy") for i in indices)
 
-    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], indices: list[int], seed: int | None):
+    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], indices: list[int], seed: int | None,
+                sampling: SamplingConfig | None = None):
         args = [[requests[i] for i in indices]] + ([seed + slot.index] if seed is not None else [])
-        ref = getattr(slot.actor, method).remote(*args)
+        kwargs = {"sampling": sampling} if sampling is not None else {}
+        ref = getattr(slot.actor, method).remote(*args, **kwargs)
         self._add_pending(slot, self._chunk_cost(method, requests, indices))
         return ref
 
@@ -296,11 +302,12 @@ class RolloutPool:
 class PendingGeneration:
     """A generation submitted to the pool's actors; `result()` waits, re-issuing work of dead actors."""
 
-    def __init__(self, pool: RolloutPool, method: str, requests: list[GenerationRequest], seed: int | None = None):
-        self.pool, self.method, self.requests, self.seed = pool, method, requests, seed
+    def __init__(self, pool: RolloutPool, method: str, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None):
+        self.pool, self.method, self.requests, self.seed, self.sampling = pool, method, requests, seed, sampling
         self.in_flight = {}
         for slot, indices in pool._assign(requests, greedy=(method == "generate_greedy")):
-            self.in_flight[pool._submit(slot, method, requests, indices, seed)] = (slot, slot.actor, indices, 0)
+            self.in_flight[pool._submit(slot, method, requests, indices, seed, sampling)] = (slot, slot.actor, indices, 0)
 
     def result(self) -> list[RolloutGroup]:
         import ray
@@ -318,7 +325,7 @@ class PendingGeneration:
                     raise RuntimeError(f"rollout worker {slot.index} died {attempt + 1} times on the same requests") from err
                 log.warning("rollout worker %d died (%s); restarting it and re-issuing %d requests", slot.index, err, len(indices))
                 pool._replace_if_dead(slot, actor)
-                ref = pool._submit(slot, self.method, self.requests, indices, self.seed)
+                ref = pool._submit(slot, self.method, self.requests, indices, self.seed, self.sampling)
                 self.in_flight[ref] = (slot, slot.actor, indices, attempt + 1)
                 continue
             finally:

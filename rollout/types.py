@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from dualmode_rl.constants import MODES, NON_REASONING, REASONING  # noqa: F401 - the modes, as rollout's records name them
+from dualmode_rl.prompts import Message, prompt_messages
 
 if TYPE_CHECKING:
     import torch
@@ -17,10 +18,19 @@ class GenerationRequest:
     """One prompt to sample `n` completions for, in one mode."""
 
     request_id: str
-    prompt: str  # the user message; rendered through the tokenizer's chat template
+    prompt: str | list[Message]  # the user message, or the chat so far (dualmode_rl.prompts)
     mode: str  # REASONING or NON_REASONING
     n: int = 8
-    system: str | None = None
+
+    @classmethod
+    def for_row(cls, row: dict, request_id: str, mode: str, n: int) -> "GenerationRequest":
+        """The request for a dataset row (its `prompt` and `system` columns): the one row path."""
+        return cls(request_id, prompt_messages(row), mode, n)
+
+    @property
+    def messages(self) -> list[Message]:
+        """What the chat template renders."""
+        return prompt_messages({"prompt": self.prompt})
 
 
 @dataclass
@@ -70,8 +80,10 @@ class Engine(Protocol):
     @property
     def policy_version(self) -> int: ...
 
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
-        """`request.n` samples per request, groups in request order; `seed` resets the sampler first."""
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        """`request.n` samples per request, groups in request order; `seed` resets the sampler first,
+        `sampling` replaces the engine's settings for this call."""
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         """One temperature-0 completion per request."""

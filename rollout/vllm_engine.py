@@ -95,20 +95,23 @@ class VllmEngine:
     def policy_version(self) -> int:
         return self._policy_version
 
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
-        """`request.n` samples per request with the mode's sampling settings; groups in request order.
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        """`request.n` samples per request with the mode's sampling settings (`sampling`'s for this call
+        when given: evaluation during training); groups in request order.
 
         With `seed`, the sampler's RNG is reset first, so the same call on the same weights gives the
         same samples (what exact resume needs)."""
         if seed is not None:
             self.llm.collective_rpc("dualmode_rl_reseed", args=(int(seed),))
-        return self._generate(requests, greedy=False)
+        return self._generate(requests, greedy=False, sampling=sampling)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         """One greedy (temperature 0) completion per request, for evaluation; `request.n` is ignored."""
         return self._generate(requests, greedy=True)
 
-    def _generate(self, requests: list[GenerationRequest], greedy: bool) -> list[RolloutGroup]:
+    def _generate(self, requests: list[GenerationRequest], greedy: bool,
+                  sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
         from vllm.inputs import TokensPrompt
 
         if not requests:
@@ -116,7 +119,7 @@ class VllmEngine:
         prompt_ids = [render_prompt_ids(self.tokenizer, r) for r in requests]
         for r, ids in zip(requests, prompt_ids):
             check_prompt_fits(r, ids, self.max_model_len)
-        modes = [self.sampling.for_mode(r.mode) for r in requests]
+        modes = [(sampling or self.sampling).for_mode(r.mode) for r in requests]
         params = [self._sampling_params(mode, 1 if greedy else r.n, greedy) for r, mode in zip(requests, modes)]
         prompts = [TokensPrompt(prompt_token_ids=ids) for ids in prompt_ids]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from .modes import SamplingConfig
 from .registry import build_engine
 from .types import GenerationRequest, RolloutGroup
 
@@ -36,8 +37,9 @@ class RolloutWorker:
         self.engine_name = engine
         self.engine = build_engine(engine, dict(engine_kwargs or {}))
 
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
-        return self.engine.generate(requests, seed)
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        return self.engine.generate(requests, seed, sampling)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         return self.engine.generate_greedy(requests)

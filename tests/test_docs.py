@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
-GUIDES = ("ray-job.md", "custom-reward.md", "resume.md", "custom-algorithm.md")
+GUIDES = ("ray-job.md", "custom-reward.md", "resume.md", "data.md", "custom-algorithm.md")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 LOOPBACK_UP = ("import fcntl, socket, struct; s = socket.socket(); "
                "flags = struct.unpack('16sH', fcntl.ioctl(s, 0x8913, struct.pack('16sH', b'lo', 0)))[1]; "
@@ -157,6 +157,11 @@ def test_custom_reward_guide(tmp_path, tiny_checkpoint):
     assert scored("verl_scored.jsonl") == [1.0, 0.0]
     lengths = scored("length_scored.jsonl")
     assert all(0.0 < s < 1.0 for s in lengths)
+    assert scored("messages_scored.jsonl") == [0.0, 1.0]  # the question's first word, "Sam", in the answer
+    assert scored("think_scored.jsonl") == [0.0, 1.0]  # a closed think block: the reasoning-mode row
+    assert scored("accuracy_scored.jsonl") == [1.0, 0.0]
+    overlong = scored("overlong_scored.jsonl")
+    assert -1.0 <= overlong[1] <= overlong[0] <= 0.0 and overlong[1] < 0.0  # the reasoning turn is the longer
     assert scored("short_scored.jsonl") == [1.0, 1.0]
     assert metric_steps(run / "train") == [1, 2]
     config = (run / "train" / "config.yaml").read_text()
@@ -172,6 +177,16 @@ def test_custom_algorithm_guide(tmp_path, tiny_checkpoint):
     config = yaml.safe_load((run / "train" / "config.yaml").read_text())
     assert config["algorithm"]["loss"] == "examples/custom_algorithm.py:token_mean_pg"
     assert config["algorithm"]["advantage"] == "examples/custom_algorithm.py:median_baseline"
+
+
+@pytest.mark.slow
+def test_data_guide(tmp_path, tiny_checkpoint):
+    run = tmp_path / "data_run"
+    run_guide("data.md", {"MODEL": str(tiny_checkpoint), "RUN": str(run)})
+    assert metric_steps(run / "train") == [1, 2]
+    metrics = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert all(m["rewards/accuracy_reward/error_rate"] == 0.0 for m in metrics)
+    assert (run / "train" / "report.md").is_file()
 
 
 @pytest.mark.slow

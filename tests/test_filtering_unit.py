@@ -57,7 +57,7 @@ class FakeGenerator:
             index, _, cross_mode = r.request_id.partition(":")
             good = cross_pass_count_of(int(index)) if cross_mode else pass_count_of(int(index))
             texts = ["ok" if k < good else "bad" for k in range(n)]
-            samples = [Sample([1, 2], [-0.1, -0.2], f"{t}:{r.mode}:{r.prompt}", "stop") for t in texts]
+            samples = [Sample([1, 2], [-0.1, -0.2], f"{t}:{r.mode}:{r.messages[-1]['content']}", "stop") for t in texts]
             groups.append(RolloutGroup(r.request_id, r.mode, [0], samples))
         return groups
 
@@ -198,8 +198,12 @@ def test_bad_rows_name_file_and_row(tmp_path):
     with pytest.raises(FilterDataError, match=r"missing column\(s\) \['prompt'\]"):
         run_filter(FakeGenerator(), FakeRewardPool(), no_prompt, tmp_path / "out2", progress=False)
     empty_prompt = Dataset.from_list(make_rows(2) + [dict(make_rows(3)[2], prompt=" ")])
-    with pytest.raises(FilterDataError, match="row 3: 'prompt' must be a non-empty string"):
+    with pytest.raises(FilterDataError, match="row 3: 'prompt' is an empty string"):
         run_filter(FakeGenerator(), FakeRewardPool(), empty_prompt, tmp_path / "out3", progress=False)
+    chats = [[{"role": "user", "content": "2 + 2?"}], [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"}]]
+    ends_with_assistant = Dataset.from_list([dict(row, prompt=chat) for row, chat in zip(make_rows(2), chats)])
+    with pytest.raises(FilterDataError, match="row 2: 'prompt' ends with the assistant's message"):
+        run_filter(FakeGenerator(), FakeRewardPool(), ends_with_assistant, tmp_path / "out4", progress=False)
 
 
 def test_generator_without_seed_parameter_is_accepted(tmp_path):

@@ -1,12 +1,14 @@
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from dualmode_rl.rewards.registry import RewardPluginError, load_reward
 from dualmode_rl.rewards.types import RewardInput
 
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 ROWS = [RewardInput("x</think>\n\nabc", "reasoning", {"answer": "abc", "data_source": "toy"}),
         RewardInput("zz", "non_reasoning", {"answer": "abc", "data_source": "toy"})]
 
@@ -110,3 +112,64 @@ def test_rewards_imports_no_other_dualmode_rl_package():
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'rollout', 'rl', 'orchestration', 'filtering'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _trl_input(completion, mode, answer, ids=None):
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 9 + 9?"}]
+    return RewardInput(completion, mode, {"answer": answer, "id": 1}, completion_ids=ids, prompt=prompt)
+
+
+def test_trl_messages_format_hands_what_trl_hands(tmp_path):
+    """completion_format messages: prompts and completions as chat messages (a reasoning completion's turn
+    opens with the template's <think>), completion_ids, the columns (renamed by `columns`) and TRL's
+    log_extra / log_metric, whose values become extras."""
+    path = _write(tmp_path, "seen.py", """
+        def seen(prompts, completions, completion_ids, solution, log_extra, log_metric, **kwargs):
+            log_extra("first_role", [p[0]["role"] for p in prompts])
+            log_metric("calls", 1.0)
+            return [float(c[0]["role"] == "assistant" and c[0]["content"].startswith("<think>") and len(i) == 3
+                          and s == "18") for c, i, s in zip(completions, completion_ids, solution)]
+    """)
+    fn = load_reward(f"{path}:seen", columns={"solution": "answer"}, completion_format="messages")
+    out = fn([_trl_input("x</think>\n\n18", "reasoning", "18", [1, 2, 3]), _trl_input("18", "non_reasoning", "18", [4])])
+    assert [o.score for o in out] == [1.0, 0.0]
+    assert out[0].extras == {"first_role": "system", "calls": 1.0}
+
+
+def test_trl_own_reward_functions_run_unchanged():
+    """trl.rewards' accuracy_reward (solution <- answer; None for an unparseable gold: an error, not a
+    wrong answer), think_format_reward, and the factory get_soft_overlong_punishment with its range [-1, 0]."""
+    batch = [_trl_input("work</think>\n\nSo \\boxed{18}.", "reasoning", "18", [0] * 90),
+             _trl_input("\\boxed{17}", "non_reasoning", "18", [0] * 10),
+             _trl_input("\\boxed{17}", "non_reasoning", "no gold here", [0] * 101)]
+    accuracy = load_reward("trl.rewards:accuracy_reward", columns={"solution": "answer"}, completion_format="messages")
+    out = accuracy(batch)
+    assert [o.score for o in out] == [1.0, 0.0, 0.0] and out[2].error == "returned None (cannot score)"
+    assert out[0].extras["answer_parsed"] != "[unparseable]"  # what TRL logs with log_extra
+    think = load_reward("trl.rewards:think_format_reward", completion_format="messages")
+    assert [o.score for o in think(batch)] == [1.0, 0.0, 0.0]
+    overlong = load_reward("trl.rewards:get_soft_overlong_punishment", args={"max_completion_len": 100,
+                                                                            "soft_punish_cache": 20}, score_range=(-1, 0))
+    assert overlong.name == "soft_overlong_punishment_reward"
+    assert [(o.score, o.error) for o in overlong(batch)] == [(-0.5, None), (0.0, None), (-1.0, None)]
+    undeclared = load_reward("trl.rewards:get_soft_overlong_punishment", args={"max_completion_len": 100,
+                                                                              "soft_punish_cache": 20})
+    assert "outside [0, 1]" in undeclared(batch)[0].error  # without its range, the one rule refuses -0.5
+
+
+def test_text_format_hints_at_messages_for_trl_functions():
+    with pytest.raises(TypeError, match="set completion_format: messages"):
+        load_reward("trl.rewards:think_format_reward")([_trl_input("x", "reasoning", "1")])
+
+
+@pytest.mark.parametrize("spec,options,reason", [
+    ("auto", {"completion_format": "messages"}, "completion_format apply to plug-ins"),
+    ("auto", {"score_range": (-1, 0)}, "range apply to plug-ins"),
+    (f"{EXAMPLES / 'verl_style_reward.py'}:compute_score", {"completion_format": "messages"},
+     "applies to TRL-style rewards; compute_score follows the verl convention"),
+    ("trl.rewards:get_soft_overlong_punishment", {"args": {"max_len": 3}}, "unexpected keyword argument 'max_len'"),
+])
+def test_bad_reward_options_fail_at_load_naming_the_spec(spec, options, reason):
+    with pytest.raises(RewardPluginError) as info:
+        load_reward(spec, **options)
+    assert spec in str(info.value) and reason in str(info.value)

@@ -162,3 +162,59 @@ def test_dead_reward_workers_are_replaced_and_the_next_batch_scores_in_full():
         assert [p.pid for p in workers if process_scan.exists(p.pid)] == []  # the dead ones were reaped
     finally:
         pool.close()
+
+
+class Counting:
+    """A batch reward that records every call's batch; it raises on a batch holding "raise" and hangs on
+    one holding "hang", so the pool must retry those chunks one sample at a time."""
+    name = "counting"
+
+    def __init__(self):
+        self.batches: list[list[str]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, inputs):
+        texts = [i.completion for i in inputs]
+        with self.lock:
+            self.batches.append(texts)
+        if "raise" in texts:
+            raise ValueError("bad sample in the batch")
+        if "hang" in texts:
+            threading.Event().wait(30)
+        return [RewardOutput(1.0) for _ in inputs]
+
+
+def test_batch_reward_gets_chunks_and_a_failed_chunk_is_retried_one_sample_at_a_time():
+    reward = Counting()
+    pool = RewardPool([(reward, 1.0)], num_workers=2, timeout_s=1.0, batch_size=4)
+    texts = [f"ok{i}" for i in range(10)]
+    out = pool.score([RewardInput(t, "reasoning", {"id": t}) for t in texts])
+    assert [o.score for o in out] == [1.0] * 10 and sorted(map(len, reward.batches)) == [2, 4, 4]  # ceil(10 / 4) calls
+    assert sorted(t for b in reward.batches for t in b) == sorted(texts) and pool.calls == {"counting": 3}
+
+    reward.batches.clear()
+    texts = ["ok0", "raise", "ok2", "ok3", "ok4", "hang", "ok6", "ok7", "ok8"]
+    started = time.monotonic()
+    out = pool.score([RewardInput(t, "reasoning", {"id": t}) for t in texts])
+    assert time.monotonic() - started < 10  # two timeouts of 1 s (the chunk, then its hanging sample), not 30 s
+    assert [o.score for o in out] == [0.0 if t in ("raise", "hang") else 1.0 for t in texts]
+    assert out[1].error == "counting: ValueError: bad sample in the batch"
+    assert out[5].error == "counting: timeout after 1s (rewards.timeout_s)"
+    chunks = [b for b in reward.batches if len(b) > 1]
+    singles = sorted(b[0] for b in reward.batches if len(b) == 1)
+    assert chunks == [texts[:4], texts[4:8]] or chunks == [texts[4:8], texts[:4]]  # the last chunk is ["ok8"] alone
+    assert singles == sorted(texts)  # each sample of the two failed chunks retried alone, and "ok8"
+    assert pool.error_counts == {"counting": 2}
+
+
+def test_batch_size_one_calls_once_per_sample():
+    reward = Counting()
+    RewardPool([(reward, 1.0)], batch_size=1).score([RewardInput(str(i), "reasoning", {}) for i in range(5)])
+    assert sorted(reward.batches) == [[str(i)] for i in range(5)]
+
+
+def test_declared_range_is_the_rule_for_that_reward():
+    negative = Values({"a": -0.5, "b": 0.5})
+    negative.score_range = (-1.0, 0.0)
+    out = RewardPool([(negative, 2.0)]).score([RewardInput(c, "reasoning", {}) for c in "ab"])
+    assert [(o.score, o.error) for o in out] == [(-1.0, None), (0.0, "values: returned 0.5, outside [-1, 0] (its declared range)")]

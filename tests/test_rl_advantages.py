@@ -1,5 +1,6 @@
 """Advantage estimators on hand-worked batches."""
 import math
+import statistics
 
 import pytest
 import torch
@@ -89,3 +90,48 @@ def test_samples_without_a_reward_take_no_part():
     alone = torch.tensor([[True, False, False, False], [True] * 4, [True] * 4])
     for name in ("agapo", "grpo", "dr_grpo", "rloo"):
         assert ADVANTAGES[name](REWARDS, valid=alone)[0].abs().max() < 1e-6, name
+
+
+# reasoning: one right of four, then all wrong; non-reasoning: two of four, then three of four
+TWO_MODES = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0]])
+MODES = ["reasoning", "non_reasoning", "reasoning", "non_reasoning"]
+
+
+def _standardised(values: list[float]) -> list[float]:
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    return [(v - mean) / (std + 1e-6) for v in values]
+
+
+@pytest.mark.parametrize("name, all_wrong", [("agapo", 0.0), ("agapo_neg", -0.1)])
+def test_per_mode_normalisation_by_hand(name, all_wrong):
+    """normalize "mode": AGAPO's global stage within each mode's samples; "batch": over all 16."""
+    third = 1 / 3
+    loo = {"reasoning": [1.0, -third, -third, -third] + [all_wrong] * 4,  # group stage, groups 0 and 2
+           "non_reasoning": [2 * third, 2 * third, -2 * third, -2 * third, third, third, third, -1.0]}  # 1 and 3
+    per_mode = {mode: _standardised(values) for mode, values in loo.items()}
+    expected = torch.tensor([per_mode["reasoning"][:4], per_mode["non_reasoning"][:4],
+                             per_mode["reasoning"][4:], per_mode["non_reasoning"][4:]])
+    fn = ADVANTAGES[name]
+    torch.testing.assert_close(fn(TWO_MODES, modes=MODES, normalize="mode"), expected, rtol=1e-6, atol=1e-7)
+    whole = _standardised(loo["reasoning"][:4] + loo["non_reasoning"][:4] + loo["reasoning"][4:] + loo["non_reasoning"][4:])
+    by_batch = fn(TWO_MODES, modes=MODES)
+    torch.testing.assert_close(by_batch, torch.tensor(whole).view(4, 4), rtol=1e-6, atol=1e-7)
+    assert (by_batch - expected).abs().max() > 0.1  # the two differ: the modes spread differently
+
+
+def test_per_mode_normalisation_keeps_each_mode_to_itself():
+    longer = TWO_MODES.clone()
+    longer[0] = torch.tensor([1.0, 1.0, 0.0, 0.0])  # change the reasoning rewards only
+    for normalize, same in (("mode", True), ("batch", False)):
+        a, b = (advantages.agapo(r, modes=MODES, normalize=normalize)[1::2] for r in (TWO_MODES, longer))
+        assert torch.equal(a, b) == same, normalize
+
+
+def test_grpo_family_ignore_the_normalisation():
+    for name in ("grpo", "dr_grpo", "rloo"):
+        fn = ADVANTAGES[name]
+        assert torch.equal(fn(TWO_MODES, modes=MODES, normalize="mode"), fn(TWO_MODES)), name
+    with pytest.raises(ValueError, match="one mode per group"):
+        advantages.agapo(TWO_MODES, normalize="mode")
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        advantages.grpo(TWO_MODES, normalize="prompt")

@@ -50,11 +50,11 @@ def test_a_loss_that_breaks_the_contract_is_refused_naming_the_part(fn, part):
         check_loss(fn)
 
 
-def batch_mean_baseline(rewards, valid=None, correct=None):  # forgets the unscored samples
+def batch_mean_baseline(rewards, valid=None, correct=None, **_):  # forgets the unscored samples
     return rewards - rewards.mean()
 
 
-def first_sample_baseline(rewards, valid=None, correct=None):  # depends on the order within a group
+def first_sample_baseline(rewards, valid=None, correct=None, **_):  # depends on the order within a group
     return torch.where(valid if valid is not None else torch.ones_like(rewards, dtype=torch.bool),
                        rewards - rewards[:, :1], torch.zeros_like(rewards))
 
@@ -62,7 +62,8 @@ def first_sample_baseline(rewards, valid=None, correct=None):  # depends on the 
 @pytest.mark.parametrize("fn, part", [
     (batch_mean_baseline, "not valid"),
     (first_sample_baseline, "order"),
-    (lambda rewards, valid=None, correct=None: rewards.mean(1), "rewards' shape"),
+    (lambda rewards, valid=None, correct=None, **_: rewards.mean(1), "rewards' shape"),
+    (lambda rewards, valid=None, correct=None: rewards, "must take"),  # no modes / normalize
 ])
 def test_an_advantage_estimator_that_breaks_the_contract_is_refused_naming_the_part(fn, part):
     with pytest.raises(ContractError, match=part):

@@ -12,7 +12,8 @@ from tolerances import network_logprob_tolerance
 REQUESTS = [
     GenerationRequest("r0", "What is 2 + 3?", REASONING, n=3),
     GenerationRequest("n0", "Write a function that adds two numbers.", NON_REASONING, n=2),
-    GenerationRequest("r1", "Tom has 5 apples.", REASONING, n=1, system="You are terse."),
+    GenerationRequest("r1", [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tom has 5 apples."}],
+                      REASONING, n=1),
 ]
 
 
