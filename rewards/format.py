@@ -42,7 +42,7 @@ def split_answer(completion: str, mode: str) -> tuple[str | None, str | None]:
     if segment.text is None:
         return None, "unclosed think"
     if segment.has_think_tag:
-        if mode == "reasoning":
+        if mode == REASONING:
             return None, "think block opened after </think>"
         return None, "think tag in a non-reasoning answer"
     return segment.text.strip(), None
