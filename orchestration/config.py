@@ -8,7 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from dualmode_rl.atomic import write_text_atomic
-from dualmode_rl.constants import NON_REASONING, REASONING, RECOMMENDED_TEMPERATURE
+from dualmode_rl.constants import MODES, NON_REASONING, REASONING, RECOMMENDED_TEMPERATURE
 from dualmode_rl.rollout.placement import plan_engine
 from dualmode_rl.rollout.registry import check_engine_name
 
@@ -338,7 +338,7 @@ class DualModeConfig(Section):
 
     @model_validator(mode="after")
     def _overlong_buffer_fits(self):
-        for mode in ("reasoning", "non_reasoning"):
+        for mode in MODES:
             buffer, max_tokens = getattr(self.algorithm.overlong_buffer, mode), getattr(self.rollout, mode).max_tokens
             if buffer is not None and buffer > max_tokens:
                 raise ValueError(f"config key 'algorithm.overlong_buffer.{mode}': {buffer} exceeds "
