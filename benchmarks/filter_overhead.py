@@ -56,7 +56,7 @@ def main() -> None:
     from dualmode_rl.orchestration.config import RewardsConfig
     from dualmode_rl.rewards.pool import RewardPool
     from dualmode_rl.rewards.registry import load_reward
-    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.vllm_engine import VllmEngine
     from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
     work = Path(tempfile.mkdtemp(prefix="filter_overhead_"))

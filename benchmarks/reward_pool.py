@@ -33,13 +33,13 @@ sys.path.insert(0, str(ROOT))
 def generate_batches(cfg, model: str, steps: int) -> list[list[dict]]:
     """`steps` training batches of `model`'s samples, drawn as the loop draws them (orchestration.step)."""
     from dualmode_rl.orchestration.batch_builder import reward_inputs
-    from dualmode_rl.orchestration.components import build_engine
+    from dualmode_rl.orchestration.components import build_local_engine
     from dualmode_rl.orchestration.data import load_prompts, request_for
     from dualmode_rl.orchestration.sampler import PromptSampler
 
     dataset = load_prompts(cfg, model, "train")
     sampler = PromptSampler(len(dataset), cfg.train.seed)
-    engine = build_engine(cfg, model)
+    engine = build_local_engine(cfg, model)
     batches = []
     try:
         for step in range(1, steps + 1):

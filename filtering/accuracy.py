@@ -27,6 +27,8 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
+from dualmode_rl.atomic import atomic_path
+from dualmode_rl.constants import CORRECT_THRESHOLD
 from dualmode_rl.rollout.types import REASONING, GenerationRequest, RolloutGroup
 
 from .decide import keeps, rebalance
@@ -37,7 +39,6 @@ from .rows import dataset_source, other_mode, read_rows, request_for, reward_inp
 log = logging.getLogger(__name__)
 DATASET_DIR = "data"  # where orchestration.data.load_split looks inside a folder
 PASS_COUNT, SAMPLE_COUNT = "pass_count", "sample_count"
-DEFAULT_THRESHOLD = 1.0 - 1e-9
 INPUT_SHARE = "input"  # rebalance_to: the input dataset's own reasoning share
 
 
@@ -80,7 +81,7 @@ def run_filter(
     out_dir: str | Path,
     samples: int = 8,
     chunk_size: int = 64,
-    correct_threshold: float = DEFAULT_THRESHOLD,
+    correct_threshold: float = CORRECT_THRESHOLD,
     source: str | None = None,
     run_key: dict | None = None,
     progress: bool = True,
@@ -310,19 +311,14 @@ def _save_dataset(dataset: Dataset, kept: list[int], pass_counts: list[int], sam
 
     The intermediate Arrow files go to a work folder under `out`: by default `datasets` would write them
     as cache files next to the INPUT dataset, i.e. into the user's (or checkpoint's) data folder."""
-    final, tmp, old, work = (out / f"{prefix}{DATASET_DIR}{suffix}"
-                             for prefix, suffix in (("", ""), (".", ".tmp"), (".", ".old"), (".", ".work")))
-    for stale in (tmp, old, work):
-        shutil.rmtree(stale, ignore_errors=True)
+    work = out / f".{DATASET_DIR}.work"
+    shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     subset = dataset.select(kept, indices_cache_file_name=str(work / "indices.arrow"))
     subset = subset.flatten_indices(cache_file_name=str(work / "rows.arrow"))
     subset = subset.remove_columns([c for c in (PASS_COUNT, SAMPLE_COUNT) if c in subset.column_names])
     subset = subset.add_column(PASS_COUNT, pass_counts).add_column(SAMPLE_COUNT, [samples] * len(kept))
-    subset.save_to_disk(str(tmp))
+    with atomic_path(out / DATASET_DIR) as tmp:
+        subset.save_to_disk(str(tmp))
     del subset
-    if final.exists():
-        final.rename(old)
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
     shutil.rmtree(work, ignore_errors=True)

@@ -11,10 +11,11 @@ Layout under `<out_dir>/journal/`:
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from dualmode_rl.atomic import write_text_atomic
 
 JOURNAL_DIR = "journal"
 META_FILE = "meta.json"
@@ -56,15 +57,6 @@ class ChunkHeader:
     scoring_seconds: float
 
 
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 class ChunkJournal:
     def __init__(self, out_dir: str | Path):
         self.dir = Path(out_dir) / JOURNAL_DIR
@@ -73,11 +65,9 @@ class ChunkJournal:
         """Create the journal for `meta`, or check that the existing one was made from the same inputs."""
         meta = json.loads(json.dumps(meta, default=str))  # compare in the form it is stored in
         self.dir.mkdir(parents=True, exist_ok=True)
-        for stale in self.dir.glob(".*.tmp-*"):  # left by a run killed mid-write
-            stale.unlink(missing_ok=True)
         path = self.dir / META_FILE
         if not path.exists():
-            write_atomic(path, json.dumps(meta, indent=2, sort_keys=True))
+            write_text_atomic(path, json.dumps(meta, indent=2, sort_keys=True))
             return
         old = json.loads(path.read_text())
         differ = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
@@ -95,7 +85,7 @@ class ChunkJournal:
 
     def write(self, header: ChunkHeader, records: list[PromptRecord]) -> None:
         lines = [json.dumps(asdict(header))] + [json.dumps(asdict(r), ensure_ascii=False) for r in records]
-        write_atomic(self.shard_path(header.chunk), "\n".join(lines) + "\n")
+        write_text_atomic(self.shard_path(header.chunk), "\n".join(lines) + "\n")
 
     def read(self, chunk: int) -> tuple[ChunkHeader, list[PromptRecord]]:
         path = self.shard_path(chunk)

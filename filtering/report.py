@@ -8,9 +8,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dualmode_rl.atomic import atomic_path, write_text_atomic
 from dualmode_rl.rollout.types import REASONING
 
-from .journal import PromptRecord, write_atomic
+from .journal import PromptRecord
 
 REPORT_FILE, MIX_PLOT = "report.json", "mix.png"
 ERROR_KIND_CHARS, ERROR_KINDS = 80, 20
@@ -136,7 +137,7 @@ class PassCountTally:
 
 def write_report(report: FilterReport, out_dir: Path) -> Path:
     path = out_dir / REPORT_FILE
-    write_atomic(path, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    write_text_atomic(path, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
     return path
 
 
@@ -206,9 +207,8 @@ def _figure():
 
 
 def _save(figure, out_dir: Path, name: str) -> str:
-    tmp = out_dir / f".{name}.tmp.png"
-    figure.savefig(tmp, dpi=80)
-    tmp.replace(out_dir / name)
+    with atomic_path(out_dir / name) as tmp:
+        figure.savefig(tmp, dpi=80)
     return name
 
 

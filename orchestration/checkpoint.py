@@ -12,7 +12,7 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .atomic import write_text_atomic
+from dualmode_rl.atomic import atomic_path, write_text_atomic
 
 STATE_FILE = "loop_state.json"
 LATEST = "latest"
@@ -80,17 +80,14 @@ class LoopState:
 def save_checkpoint(run_dir: Path, state: LoopState, learner, tokenizer, metrics_file: Path) -> Path:
     root = run_dir / "checkpoints"
     final = root / f"step_{state.step:06d}"
-    tmp = root / f".tmp_step_{state.step:06d}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    learner.save_pretrained(tmp / "policy")
-    tokenizer.save_pretrained(tmp / "policy")
-    learner.save_training_state(tmp / "trainer")
-    if metrics_file.exists():
-        shutil.copy2(metrics_file, tmp / metrics_file.name)
-    (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    with atomic_path(final) as tmp:
+        tmp.mkdir()
+        learner.save_pretrained(tmp / "policy")
+        tokenizer.save_pretrained(tmp / "policy")
+        learner.save_training_state(tmp / "trainer")
+        if metrics_file.exists():
+            shutil.copy2(metrics_file, tmp / metrics_file.name)
+        (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))
     write_text_atomic(root / LATEST, final.name)
     return final
 

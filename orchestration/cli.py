@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from dualmode_rl.atomic import write_json_atomic
 from .config import ConfigError, DualModeConfig, load_config
 
 

@@ -10,10 +10,11 @@ from dualmode_rl.rewards.pool import RewardPool
 from dualmode_rl.rewards.registry import load_reward
 from dualmode_rl.rl.overlong import OverlongRule
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
-from dualmode_rl.rollout.types import MODES
+from dualmode_rl.rollout.registry import build_engine
+from dualmode_rl.rollout.types import MODES, Engine
 
 from .checkpoint import check_model_folder
-from .config import CPU_MAX_MODEL_LEN, ConfigError, DualModeConfig, RewardSpec
+from .config import CPU_MAX_MODEL_LEN, VLLM_ONLY, ConfigError, DualModeConfig, RewardSpec
 
 
 def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingConfig:
@@ -52,26 +53,28 @@ def model_max_length(model_path: str | Path) -> int:
 
 
 def engine_kwargs(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False) -> dict:
-    """The engine's settings (VllmEngine / HfEngine keywords), every rollout.* engine key included."""
+    """The engine's keyword arguments: what every engine takes, and rollout.*'s vLLM settings for the vLLM engine."""
     r = cfg.rollout
     check_engine_fits_model(cfg, model_path)
-    return {
+    common = {
         "model_path": str(model_path),
         "sampling": sampling_config(cfg, evaluation),
         "max_model_len": max_model_len(cfg, model_path),
         "seed": cfg.train.seed,
         "dtype": r.dtype,
-        "enforce_eager": r.enforce_eager,
-        "gpu_memory_utilization": r.gpu_memory_utilization,
-        "tensor_parallel_size": r.tensor_parallel_size,
         "logprobs_mode": r.logprobs_mode,
     }
+    if r.engine != "vllm":
+        return common
+    return {**common, **{key: getattr(r, key) for key in VLLM_ONLY}}
 
 
 def rollout_engine_kwargs(cfg: DualModeConfig, model_path: str | Path, policy_version: int, weight_transfer: str) -> dict:
-    """Settings of the training rollout engines: also colocation (sleep mode) and how weights arrive."""
-    return {**engine_kwargs(cfg, model_path), "policy_version": policy_version, "weight_transfer": weight_transfer,
-            "enable_sleep_mode": cfg.rollout.placement == "colocated"}
+    """Settings of the training rollout engines: also, for vLLM, colocation (sleep mode) and how weights arrive."""
+    kwargs = {**engine_kwargs(cfg, model_path), "policy_version": policy_version}
+    if cfg.rollout.engine != "vllm":
+        return kwargs
+    return {**kwargs, "weight_transfer": weight_transfer, "enable_sleep_mode": cfg.rollout.placement == "colocated"}
 
 
 def check_engine_fits_model(cfg: DualModeConfig, model_path: str | Path) -> None:
@@ -131,16 +134,11 @@ def _module_weight(peft_name: str) -> str:
     return peft_name.removeprefix("base_model.model.").split(".lora_")[0] + ".weight"
 
 
-def build_engine(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False):
+def build_local_engine(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False) -> Engine:
     """An in-process engine (eval, filter), sampling as training does unless `evaluation`. Build it only
     under `if __name__ == "__main__"`: vLLM spawns."""
     check_model_folder(model_path)
-    if cfg.rollout.engine == "hf":
-        from dualmode_rl.rollout.hf_engine import HfEngine as VllmEngine
-    else:
-        from dualmode_rl.rollout.engine import VllmEngine
-
-    return VllmEngine(**engine_kwargs(cfg, model_path, evaluation))
+    return build_engine(cfg.rollout.engine, engine_kwargs(cfg, model_path, evaluation))
 
 
 def build_reward_pool(cfg: DualModeConfig, evaluation: bool = False, errors_file: Path | None = None) -> RewardPool:

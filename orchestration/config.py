@@ -7,7 +7,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from dualmode_rl.atomic import write_text_atomic
+from dualmode_rl.constants import MODES, NON_REASONING, REASONING, RECOMMENDED_TEMPERATURE
 from dualmode_rl.rollout.placement import plan_engine
+from dualmode_rl.rollout.registry import check_engine_name
 
 
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
@@ -91,8 +94,11 @@ class ReasoningSamplingSection(SamplingSection):
     thinking_budget: int | None = Field(None, ge=0)
 
 
+VLLM_ONLY = ("enforce_eager", "gpu_memory_utilization", "tensor_parallel_size")  # what only the vLLM engine takes
+
+
 class RolloutConfig(Section):
-    engine: Literal["vllm", "hf"] = "vllm"
+    engine: str = "vllm"  # a name in rollout/registry.py: "vllm" or "hf" (transformers)
     num_workers: int = Field(1, gt=0)  # rollout engines, one Ray actor each
     samples_per_prompt: int = Field(8, gt=0)  # G
     # Training samples the policy itself (T=1), as TRL and verl do by default. Any T > 0 stays on-policy:
@@ -100,7 +106,7 @@ class RolloutConfig(Section):
     # the model's recommended settings (eval.*).
     reasoning: ReasoningSamplingSection = ReasoningSamplingSection(temperature=1.0)
     non_reasoning: SamplingSection = SamplingSection(temperature=1.0)
-    # vLLM engine settings (rollout/engine.py, vllm_engine_args). None / "auto" resolve where the engine
+    # vLLM engine settings (rollout/vllm_engine.py, vllm_engine_args). None / "auto" resolve where the engine
     # runs: on CPU fp32, eager, 10% of RAM; on GPUs the model's dtype, CUDA graphs, 85% of each GPU (45%
     # colocated).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
@@ -132,6 +138,8 @@ class RolloutConfig(Section):
     weight_transfer_bucket_mb: float = Field(256, gt=0)  # streamed in buckets of this size
     weight_transfer_timeout_s: float = Field(1800, gt=0)  # longest wait in a rendezvous or broadcast
 
+    _known_engine = field_validator("engine")(check_engine_name)
+
     @model_validator(mode="after")
     def _engine_settings_agree(self):
         if self.gpus_per_worker is not None:
@@ -144,6 +152,9 @@ class RolloutConfig(Section):
                              "(vLLM's weight-transfer API); the 'hf' engine loads a file")
         if self.engine == "hf" and self.placement == "colocated":
             raise ValueError("rollout.placement 'colocated' needs rollout.engine 'vllm' (vLLM's sleep mode)")
+        set_for_vllm = [k for k in VLLM_ONLY if getattr(self, k) != RolloutConfig.model_fields[k].default]
+        if self.engine != "vllm" and set_for_vllm:
+            raise ValueError(f"rollout.{set_for_vllm[0]} is a vLLM setting; rollout.engine '{self.engine}' takes none")
         if self.weight_transfer == "nccl" and self.placement == "colocated":
             raise ValueError("rollout.weight_transfer 'nccl' needs rollout.placement 'separate' (NCCL cannot join "
                              "two processes on one GPU); colocated engines take 'ipc'")
@@ -298,8 +309,8 @@ class EvalConfig(Section):
     split: str = "test"
     # EXAONE 4.0 evaluates with each mode's recommended sampling (T=0.6 / top-p 0.95 when reasoning,
     # T < 0.6 otherwise), reporting pass@1 averaged over samples. Lengths are rollout.<mode>.max_tokens.
-    reasoning: EvalSampling = EvalSampling(temperature=0.6)
-    non_reasoning: EvalSampling = EvalSampling(temperature=0.4)
+    reasoning: EvalSampling = EvalSampling(temperature=RECOMMENDED_TEMPERATURE[REASONING])
+    non_reasoning: EvalSampling = EvalSampling(temperature=RECOMMENDED_TEMPERATURE[NON_REASONING])
     samples: int = Field(4, gt=0)
     greedy: bool = False  # true: one temperature-0 completion per problem and mode
     seed: int = 1234
@@ -327,7 +338,7 @@ class DualModeConfig(Section):
 
     @model_validator(mode="after")
     def _overlong_buffer_fits(self):
-        for mode in ("reasoning", "non_reasoning"):
+        for mode in MODES:
             buffer, max_tokens = getattr(self.algorithm.overlong_buffer, mode), getattr(self.rollout, mode).max_tokens
             if buffer is not None and buffer > max_tokens:
                 raise ValueError(f"config key 'algorithm.overlong_buffer.{mode}': {buffer} exceeds "
@@ -400,5 +411,8 @@ def reward_spec(text: str, **overrides) -> RewardSpec:
         raise ConfigError(_describe(exc, f"--reward {text!r}").replace("config key '", "key '")) from None
 
 
+RUN_CONFIG_FILE = "config.yaml"  # a run folder's copy of the config it ran with
+
+
 def dump_config(config: DualModeConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -24,7 +24,7 @@ from datasets import Dataset, DatasetDict, interleave_datasets, load_dataset, lo
 
 from dualmode_rl.prompts import PROMPT_COLUMNS, PromptError, prompt_messages
 from dualmode_rl.rewards.jsonl import InputError, read_json_lines
-from dualmode_rl.rollout.types import MODES, GenerationRequest
+from dualmode_rl.rollout.types import MODES, NON_REASONING, REASONING, GenerationRequest
 
 from .bootstrap import DATA_DIR
 
@@ -128,7 +128,7 @@ def with_modes(dataset: Dataset, reasoning_share: float | None, seed: int) -> Da
 
 def with_mode_mix(dataset: Dataset, reasoning_share: float, seed: int) -> Dataset:
     rng = random.Random(seed)
-    modes = ["reasoning" if rng.random() < reasoning_share else "non_reasoning" for _ in range(len(dataset))]
+    modes = [REASONING if rng.random() < reasoning_share else NON_REASONING for _ in range(len(dataset))]
     if "mode" in dataset.column_names:
         dataset = dataset.remove_columns("mode")
     return dataset.add_column("mode", modes)

@@ -5,7 +5,7 @@ import logging
 import shutil
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from dualmode_rl.atomic import write_json_atomic
 from .bootstrap import bootstrap, is_bootstrapped
 from .checkpoint import latest_checkpoint
 from .config import DualModeConfig

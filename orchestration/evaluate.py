@@ -8,6 +8,8 @@ from statistics import mean
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from dualmode_rl.atomic import atomic_path
+from dualmode_rl.constants import CORRECT_THRESHOLD
 from dualmode_rl.filtering.rows import reward_inputs
 from dualmode_rl.rewards.format import split_answer
 from dualmode_rl.rollout.thinking_budget import require_markers, think_markers, think_tokens
@@ -30,7 +32,7 @@ def _generate(generator, rows: list[dict], mode: str, samples: int, greedy: bool
 
 
 def evaluate(generator, reward_pool, dataset: Dataset, samples: int = 4, greedy: bool = False, seed: int = 0,
-             correct_threshold: float = 1.0 - 1e-9) -> dict:
+             correct_threshold: float = CORRECT_THRESHOLD) -> dict:
     """Every row in both modes; accuracy is pass@1 averaged over `samples` completions per problem (or
     one greedy one). Returns {mode: {accuracy, n, samples, by_domain, by_steps, mean_length, malformed, truncated}}.
 
@@ -74,7 +76,7 @@ def _evaluate_mode(generator, reward_pool, rows: list[dict], mode: str, samples:
 
 
 def thinking_budget_sweep(generator, reward_pool, dataset: Dataset, budgets: list[int], samples: int = 4,
-                          greedy: bool = False, seed: int = 0, correct_threshold: float = 1.0 - 1e-9) -> list[dict]:
+                          greedy: bool = False, seed: int = 0, correct_threshold: float = CORRECT_THRESHOLD) -> list[dict]:
     """Reasoning mode at each thinking budget, then without one: one row per budget with accuracy, mean
     think tokens (as the budget counts them), the share of samples the budget cut, and the eval stats."""
     markers = require_markers(think_markers(generator.tokenizer), f"of {generator.model_path}")
@@ -117,10 +119,8 @@ def plot_thinking_budgets(table: list[dict], path: Path) -> Path:
     ax.legend(fontsize=7)
     ax.set(xlabel="mean think tokens", ylabel="reasoning accuracy (pass@1)", title="thinking budget")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=90)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=90)
     return path
 
 
@@ -159,7 +159,7 @@ def format_table(report: dict) -> str:
 
 def run_eval(cfg, data: str | None = None, split: str | None = None, thinking_budgets: list[int] | None = None) -> dict:
     """Both modes, and with `thinking_budgets` also the reasoning-mode sweep under key "thinking_budgets"."""
-    from .components import build_engine, build_reward_pool
+    from .components import build_local_engine, build_reward_pool
     from .data import default_source, load_prompts
     from .preflight import check_generation_limits, check_model
 
@@ -170,7 +170,7 @@ def run_eval(cfg, data: str | None = None, split: str | None = None, thinking_bu
         dataset = dataset.select(range(min(cfg.eval.limit, len(dataset))))
     check_generation_limits(cfg, model.tokenizer, dataset, source, both_modes=True)
     rewards = build_reward_pool(cfg, evaluation=True)
-    engine = build_engine(cfg, cfg.model_path, evaluation=True)
+    engine = build_local_engine(cfg, cfg.model_path, evaluation=True)
     try:
         settings = (cfg.eval.samples, cfg.eval.greedy, cfg.eval.seed)
         report = evaluate(engine, rewards, dataset, *settings)

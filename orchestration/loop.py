@@ -18,7 +18,7 @@ from dualmode_rl.rollout.worker import current_node
 from .checkpoint import LoopState, save_checkpoint
 from .components import (accuracy_reward_name, build_weight_sync, overlong_rules, rollout_engine_kwargs, sampling_config,
                          weight_transfer_backend)
-from .config import DualModeConfig, dump_config
+from .config import RUN_CONFIG_FILE, DualModeConfig, dump_config
 from .dynamic_sampling import dynamic_sampling
 from .metrics import ERRORS_FILE, MetricsLogger, RewardFailureWatch
 from .preflight import preflight_train
@@ -63,7 +63,7 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     evaluator = TrainingEval(cfg)  # with train.eval_every, loads and checks its problems before any actor or file
     run_dir = Path(cfg.train.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    dump_config(cfg, run_dir / "config.yaml")
+    dump_config(cfg, run_dir / RUN_CONFIG_FILE)
     sampler = PromptSampler(len(dataset), cfg.train.seed, **state.sampler)
     accuracy_reward = accuracy_reward_name(cfg, rewards)
     advantage_fn = get_advantage(cfg.algorithm.advantage, normalize=cfg.algorithm.normalize)

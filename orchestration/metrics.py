@@ -3,7 +3,6 @@ TensorBoard and Weights & Biases, two implementations of MetricsSink."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections import Counter, defaultdict
 from contextlib import contextmanager
@@ -11,13 +10,13 @@ from pathlib import Path
 from statistics import mean
 from typing import Protocol
 
+from dualmode_rl.atomic import atomic_path, write_text_atomic
+from dualmode_rl.constants import CORRECT_THRESHOLD
 from dualmode_rl.rewards.mode_fidelity import FLAGS_BY_MODE, mode_flags
 from dualmode_rl.rewards.pool import reward_metrics
 from dualmode_rl.rewards.types import RewardOutput
-from dualmode_rl.rl.advantages import CORRECT_THRESHOLD
 from dualmode_rl.rollout.types import RolloutGroup
 
-from .atomic import write_text_atomic
 from .config import DualModeConfig
 
 METRICS_FILE = "metrics.jsonl"
@@ -197,18 +196,11 @@ def _fresh_tensorboard(folder: Path, kept: list[dict], kept_samples: list[dict])
     from torch.utils.tensorboard import SummaryWriter
 
     if folder.exists():
-        staging = folder.with_name(folder.name + ".new")
-        shutil.rmtree(staging, ignore_errors=True)
-        with SummaryWriter(str(staging)) as writer:
+        with atomic_path(folder) as staging, SummaryWriter(str(staging)) as writer:
             for row in kept:
                 _write_scalars(writer, row["step"], row)
             for step in dict.fromkeys(row["step"] for row in kept_samples):
                 _write_samples(writer, step, [row for row in kept_samples if row["step"] == step])
-        old = folder.with_name(folder.name + ".old")
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-        staging.rename(folder)
-        shutil.rmtree(old)
     return SummaryWriter(str(folder))
 
 

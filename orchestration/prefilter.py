@@ -7,7 +7,7 @@ from pathlib import Path
 from dualmode_rl.filtering.accuracy import INPUT_SHARE, run_filter
 from dualmode_rl.rewards.types import RewardOutput
 
-from .components import accuracy_reward_name, build_engine, build_reward_pool
+from .components import accuracy_reward_name, build_local_engine, build_reward_pool
 from .config import DualModeConfig
 from .data import default_source, load_prompts
 from .preflight import check_generation_limits, check_model
@@ -40,7 +40,7 @@ def run_filter_command(cfg: DualModeConfig, data: str | None = None, out: str | 
     check_generation_limits(cfg, model.tokenizer, dataset, source)
     out_dir = Path(out or cfg.filter.out or Path(cfg.train.out).parent / "filter")
     rewards = build_reward_pool(cfg)
-    engine = build_engine(cfg, cfg.model_path)
+    engine = build_local_engine(cfg, cfg.model_path)
     run_key = {"model": str(Path(cfg.model_path).resolve()), "rollout": cfg.rollout.model_dump(mode="json"),
                "rewards": cfg.rewards.model_dump(mode="json"), "accuracy_reward": cfg.eval.reward}
     try:

@@ -5,7 +5,8 @@
 - The prompts: readable, every row valid (rows numbered from 1).
 - Generation limits: the longest prompt of each mode plus `rollout.<mode>.max_tokens` fits
   `rollout.max_model_len`; nothing is truncated silently.
-- The rewards: every plug-in loads.
+- The rewards: every plug-in loads. The policy loss and the advantage estimator: each is a built-in or
+  a plug-in that loads and keeps its contract (rl/contracts.py).
 - A resume: a checkpoint exists (or `--resume=auto`), every file of it is whole, and the model, data and
   algorithm settings are those of the run's config.yaml (or `--allow-config-change`).
 A failed check raises an error naming the file, row, key or plug-in at fault.
@@ -20,15 +21,18 @@ from typing import Any
 
 import yaml
 
+from dualmode_rl.plugins import PluginError
 from dualmode_rl.prompts import PROMPT_COLUMNS
 from dualmode_rl.rewards.pool import RewardPool
+from dualmode_rl.rl.advantages import get_advantage
+from dualmode_rl.rl.losses import get_loss
 from dualmode_rl.rollout.modes import render_prompt_ids
 from dualmode_rl.rollout.types import MODES, NON_REASONING, REASONING
 
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, \
     verify_checkpoint
 from .components import build_reward_pool, max_model_len, model_max_length
-from .config import CPU_MAX_MODEL_LEN, ConfigError, DualModeConfig
+from .config import CPU_MAX_MODEL_LEN, RUN_CONFIG_FILE, ConfigError, DualModeConfig
 from .data import default_source, load_prompts, request_for
 from .metrics import ERRORS_FILE
 
@@ -142,9 +146,9 @@ def resume_point(cfg: DualModeConfig, resume: str, allow_config_change: bool) ->
         if resume == "auto":
             log.info("no checkpoint in %s: starting from step 0 (--resume=auto)", run_dir)
         return LoopState(), None, cfg.model_path
-    if (run_dir / "config.yaml").is_file() and (changes := settings_changes(run_dir / "config.yaml", cfg)):
+    if (run_dir / RUN_CONFIG_FILE).is_file() and (changes := settings_changes(run_dir / RUN_CONFIG_FILE, cfg)):
         if not allow_config_change:
-            raise ConfigError(f"{run_dir / 'config.yaml'}: this resume changes the run's settings: {'; '.join(changes)}; "
+            raise ConfigError(f"{run_dir / RUN_CONFIG_FILE}: this resume changes the run's settings: {'; '.join(changes)}; "
                               f"resume with the run's settings, or pass --allow-config-change to accept the changes")
         log.warning("resuming with changed settings (--allow-config-change): %s", "; ".join(changes))
     verify_checkpoint(run_dir, checkpoint)
@@ -161,6 +165,15 @@ class TrainStart:
     rewards: RewardPool
 
 
+def check_algorithm(cfg: DualModeConfig) -> None:
+    """algorithm.loss and algorithm.advantage load: a built-in name, or a plug-in keeping its contract."""
+    for key, load in (("loss", get_loss), ("advantage", get_advantage)):
+        try:
+            load(getattr(cfg.algorithm, key))
+        except (KeyError, PluginError) as exc:
+            raise ConfigError(f"config key 'algorithm.{key}': {exc.args[0] if isinstance(exc, KeyError) else exc}") from None
+
+
 def preflight_train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = False) -> TrainStart:
     """Every check `dualmode-rl train` needs, before it starts Ray or writes into train.out."""
     model = check_model(cfg.model_path)
@@ -170,6 +183,7 @@ def preflight_train(cfg: DualModeConfig, resume: str = "no", allow_config_change
     check_generation_limits(cfg, model.tokenizer, dataset, source)
     check_report_to(cfg)
     rewards = build_reward_pool(cfg, errors_file=Path(cfg.train.out) / ERRORS_FILE)
+    check_algorithm(cfg)
     return TrainStart(state, checkpoint, start_model, dataset, rewards)
 
 

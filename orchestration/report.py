@@ -16,9 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dualmode_rl.atomic import atomic_path, write_text_atomic  # noqa: E402
 from dualmode_rl.rollout.types import MODES  # noqa: E402
 
-from .atomic import write_text_atomic  # noqa: E402
 from .metrics import METRICS_FILE, MODE_FIDELITY_KEYS, SAMPLES_FILE  # noqa: E402
 from .train_eval import best_checkpoint  # noqa: E402
 
@@ -39,9 +39,9 @@ PANELS = [
     ("time_per_stage", ["time/rollout", "time/reward", "time/learner", "time/weight_sync", "time/reference",
                         "time/rollout_wait", "time/refill"]),
     ("rollout_staleness", ["rollout/staleness"]),
-    ("sampler_learner_mismatch", ["mismatch/logprob_abs/reasoning", "mismatch/logprob_abs/non_reasoning"]),
-    ("off_policy_ratio", [f"off_policy/ratio_{s}/{m}" for s in ("mean", "max") for m in ("reasoning", "non_reasoning")]),
-    ("off_policy_capped_frac", ["off_policy/capped_frac/reasoning", "off_policy/capped_frac/non_reasoning"]),
+    ("sampler_learner_mismatch", [f"mismatch/logprob_abs/{m}" for m in MODES]),
+    ("off_policy_ratio", [f"off_policy/ratio_{s}/{m}" for s in ("mean", "max") for m in MODES]),
+    ("off_policy_capped_frac", [f"off_policy/capped_frac/{m}" for m in MODES]),
 ]
 SMOOTHING = 0.6  # TensorBoard's default slider
 EVAL_FILES = (("summary.json", None), ("eval_before.json", "before"), ("eval_after.json", "after"))
@@ -73,7 +73,8 @@ def _plot(rows: list[dict], keys: list[str], title: str, path: Path, weight: flo
     if drawn:
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(path, dpi=90)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=90)
     plt.close(fig)
     return drawn
 

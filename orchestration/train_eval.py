@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 from statistics import mean
 
+from dualmode_rl.atomic import write_json_atomic
 from dualmode_rl.rollout.types import MODES
-
-from .atomic import write_json_atomic
 
 EVAL_ACCURACY = "eval/accuracy"
 BEST_FILE = "best_checkpoint.json"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import operator
 import re
 
-from dualmode_rl.rewards.format import THINK_CLOSE
+from dualmode_rl.constants import REASONING, THINK_CLOSE
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 _LINE = re.compile(r"^\s*(-?\d{1,12})\s*([-+*/])\s*(-?\d{1,12})\s*=\s*(-?\d{1,24})\s*$")
@@ -45,7 +45,7 @@ class ArithmeticStepsReward:
     def __call__(self, inputs: list[RewardInput]) -> list[RewardOutput]:
         outputs = []
         for item in inputs:
-            if item.mode != "reasoning" or THINK_CLOSE not in item.completion:
+            if item.mode != REASONING or THINK_CLOSE not in item.completion:
                 outputs.append(RewardOutput(1.0))
                 continue
             wrong = first_wrong_step(item.completion.split(THINK_CLOSE, 1)[0])

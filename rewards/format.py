@@ -3,18 +3,13 @@
 A reasoning completion is the text generated after `[|assistant|]\\n<think>\\n`: reasoning, then
 `</think>`, then the answer. A non-reasoning completion follows an empty think block and is the
 answer itself. Generation stops at `[|endofturn|]`, which may or may not be in the text.
-
-The chat tokens below are the project's one definition of them (the bootstrap chat template uses them).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dualmode_rl.constants import END_OF_TURN, MODES, NON_REASONING, REASONING, THINK_CLOSE, THINK_OPEN
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
-
-END_OF_TURN = "[|endofturn|]"
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-MODES = ("reasoning", "non_reasoning")
 
 
 @dataclass(frozen=True)
@@ -29,11 +24,11 @@ class AnswerSegment:
 def answer_segment(completion: str, mode: str) -> AnswerSegment:
     """The completion's answer segment (up to `[|endofturn|]`); ValueError for an unknown mode."""
     text = completion.split(END_OF_TURN, 1)[0]
-    if mode == "reasoning":
+    if mode == REASONING:
         if THINK_CLOSE not in text:
             return AnswerSegment(None)
         text = text.rsplit(THINK_CLOSE, 1)[1]
-    elif mode != "non_reasoning":
+    elif mode != NON_REASONING:
         raise ValueError(f"unknown mode {mode!r} (expected one of {MODES})")
     return AnswerSegment(text, THINK_OPEN in text or THINK_CLOSE in text)
 
@@ -47,7 +42,7 @@ def split_answer(completion: str, mode: str) -> tuple[str | None, str | None]:
     if segment.text is None:
         return None, "unclosed think"
     if segment.has_think_tag:
-        if mode == "reasoning":
+        if mode == REASONING:
             return None, "think block opened after </think>"
         return None, "think tag in a non-reasoning answer"
     return segment.text.strip(), None

@@ -19,14 +19,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, fields
 
+from dualmode_rl.constants import NON_REASONING, REASONING
 from dualmode_rl.rewards.code import last_fence_end
 from dualmode_rl.rewards.format import answer_segment
 from dualmode_rl.rewards.math import last_boxed_span
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
 
 FLAGS_BY_MODE = {
-    "reasoning": ("think_leak", "think_unclosed", "empty_answer"),
-    "non_reasoning": ("think_leak", "empty_answer"),
+    REASONING: ("think_leak", "think_unclosed", "empty_answer"),
+    NON_REASONING: ("think_leak", "empty_answer"),
 }
 _WORD = re.compile(r"\w")
 

@@ -29,7 +29,7 @@ import asyncio
 import inspect
 import threading
 
-from dualmode_rl.rewards.format import THINK_OPEN
+from dualmode_rl.constants import REASONING, THINK_OPEN
 from dualmode_rl.rewards.types import SCORE_RANGE, RewardInput, RewardOutput, score_problem
 
 COMPLETION_FORMATS = ("text", "messages")
@@ -155,7 +155,7 @@ class TRLReward(PluginReward):
 def assistant_turn(item: RewardInput) -> str:
     """The assistant message's content: in reasoning mode the chat template opened the think block in the
     generation prompt, so the turn is `<think>` + newline + the completion; in non-reasoning mode the completion."""
-    return f"{THINK_OPEN}\n{item.completion}" if item.mode == "reasoning" else item.completion
+    return f"{THINK_OPEN}\n{item.completion}" if item.mode == REASONING else item.completion
 
 
 class _Logged:

@@ -12,22 +12,16 @@ Anything that cannot load raises RewardPluginError naming the spec, at start-up.
 """
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
-from importlib.metadata import entry_points
-from pathlib import Path
-
+from dualmode_rl.plugins import PluginError, is_plugin_spec, load_object
 from dualmode_rl.rewards.plugins import adapt
 from dualmode_rl.rewards.types import SCORE_RANGE
 
 ENTRY_POINT_GROUP = "dualmode_rl.rewards"
 
 
-class RewardPluginError(Exception):
+class RewardPluginError(PluginError):
     def __init__(self, spec: str, reason: str):
-        super().__init__(f"reward plug-in {spec!r} cannot be loaded: {reason}")
-        self.spec, self.reason = spec, reason
+        super().__init__("reward", spec, reason)
 
 
 def _builtin(name: str):
@@ -55,47 +49,6 @@ def _builtin(name: str):
 BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity")
 
 
-def _ship_by_value(module) -> None:
-    """A plug-in file is not importable by name in another process: have cloudpickle, and Ray's copy of
-    it when Ray is loaded, send its code along, so Ray can ship the reward to its workers."""
-    for name in ("cloudpickle", "ray.cloudpickle"):
-        if name.startswith("ray") and "ray" not in sys.modules:
-            continue
-        try:
-            importlib.import_module(name).register_pickle_by_value(module)
-        except ImportError:
-            pass
-
-
-def _load_object(spec: str):
-    if spec.startswith("ep:"):
-        parts = spec.split(":")
-        group, name = (parts[1], parts[2]) if len(parts) == 3 else (ENTRY_POINT_GROUP, parts[1])
-        found = [ep for ep in entry_points(group=group) if ep.name == name]
-        if not found:
-            raise LookupError(f"no entry point {name!r} in group {group!r}")
-        return found[0].load()
-    if ":" not in spec:
-        raise ValueError(f"not a built-in ({', '.join(BUILTINS)}) and not 'module:function' or 'file.py:function'")
-    where, attr = spec.rsplit(":", 1)
-    if where.endswith(".py"):
-        path = Path(where).expanduser().resolve()
-        if not path.is_file():
-            raise FileNotFoundError(f"no file {path}")
-        module_name = f"dualmode_rl_reward_plugin_{abs(hash(str(path)))}"
-        module_spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(module_spec)
-        sys.modules[module_name] = module
-        module_spec.loader.exec_module(module)
-        _ship_by_value(module)
-    else:
-        module = importlib.import_module(where)
-    obj = module
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def load_reward(spec: str, args: dict | None = None, columns: dict[str, str] | None = None,
                 completion_format: str = "text", score_range: tuple[float, float] = SCORE_RANGE):
     """Return a RewardFn: an object with `name` and `__call__(list[RewardInput]) -> list[RewardOutput]`.
@@ -111,7 +64,9 @@ def load_reward(spec: str, args: dict | None = None, columns: dict[str, str] | N
                                           f"not to the built-in {spec!r}")
         return builtin
     try:
-        obj = _load_object(spec)
+        if not is_plugin_spec(spec):
+            raise ValueError(f"not a built-in ({', '.join(BUILTINS)}) and not 'module:function' or 'file.py:function'")
+        obj = load_object(spec, ENTRY_POINT_GROUP)
         if args is not None:
             obj = obj(**args)
         if not callable(obj):

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
+from dualmode_rl.atomic import atomic_path
+from dualmode_rl.constants import MODES
 from dualmode_rl.prompts import PromptError, prompt_messages
-from dualmode_rl.rewards.format import MODES
 from dualmode_rl.rewards.jsonl import InputError, read_json_lines
 from dualmode_rl.rewards.pool import ERROR_KEY, RewardPool, reward_metrics
 from dualmode_rl.rewards.registry import load_reward
@@ -84,15 +83,12 @@ def verify_file(reward, input_path, output_path, num_workers: int = 2, timeout_s
     finally:
         pool.close()
     prefix = f"{reward.name}/"
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=output_path.parent, prefix=f".{output_path.name}.")
-    with os.fdopen(fd, "w") as f:
+    with atomic_path(output_path) as tmp, tmp.open("w") as f:
         for (_, row), out in zip(rows, outputs):
             extras = {k[len(prefix):]: _plain(v) for k, v in out.extras.items()
                       if k.startswith(prefix) and k != prefix + ERROR_KEY}
             f.write(json.dumps({**row, "score": out.score, "error": out.error, "reason": out.reason, "extras": extras},
                                allow_nan=False, default=str) + "\n")
-    os.replace(tmp, output_path)
     scores = [o.score for o in outputs]
     return {"rows": len(rows), "mean_score": sum(scores) / len(scores), "errors": sum(o.error is not None for o in outputs),
             "output": str(output_path), "reward_errors": dict(pool.error_counts),

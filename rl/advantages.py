@@ -12,8 +12,8 @@ Every estimator takes `(rewards, valid=None, correct=None, modes=None, normalize
   not set the scale of non-reasoning ones). Only AGAPO's estimators have a batch-wide stage; the
   others take both and ignore them.
 
-Registry: `ADVANTAGES[name]` and `get_advantage(name, **params)`, which binds keyword
-parameters (for example `get_advantage("agapo_neg", all_incorrect_advantage=-0.2)`).
+Registry: `ADVANTAGES[name]` and `get_advantage(name, **params)` (a name, or a plug-in "file.py:fn"),
+which binds keyword parameters (for example `get_advantage("agapo_neg", all_incorrect_advantage=-0.2)`).
 
 Standard deviations are the unbiased (n - 1) estimate, as `torch.std` and TRL use.
 """
@@ -24,8 +24,10 @@ from typing import Callable
 
 import torch
 
+from dualmode_rl.constants import CORRECT_THRESHOLD
+from dualmode_rl.plugins import is_plugin_spec
+
 AdvantageFn = Callable[..., torch.Tensor]
-CORRECT_THRESHOLD = 1.0 - 1e-9  # a reward of 1 is correct, when no accuracy verdict is given
 NORMALIZE = ("batch", "mode")
 
 
@@ -160,8 +162,15 @@ ADVANTAGES: dict[str, AdvantageFn] = {
 
 
 def get_advantage(name: str, **params) -> AdvantageFn:
-    """The estimator registered under `name`, with `params` bound as keyword arguments."""
-    if name not in ADVANTAGES:
-        raise KeyError(f"unknown advantage estimator '{name}'; known: {sorted(ADVANTAGES)}")
-    fn = ADVANTAGES[name]
+    """The estimator registered under `name`, or the plug-in "file.py:fn" / "module:fn" (checked against
+    rl/contracts.py), with `params` bound as keyword arguments."""
+    if name in ADVANTAGES:
+        fn = ADVANTAGES[name]
+    elif is_plugin_spec(name):
+        from .contracts import load_advantage_plugin  # its checks import rl.losses
+
+        fn = load_advantage_plugin(name)
+    else:
+        raise KeyError(f"unknown advantage estimator '{name}'; known: {sorted(ADVANTAGES)}, "
+                       "or a plug-in 'file.py:fn' / 'module:fn'")
     return functools.partial(fn, **params) if params else fn

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import torch
 
+from dualmode_rl.plugins import is_plugin_spec
 from dualmode_rl.rl import data_parallel
 from dualmode_rl.rl.batch import TrainingBatch
-from dualmode_rl.rl.losses import LOSSES, LossInputs, LossNorm, LossSettings
+from dualmode_rl.rl.losses import LOSSES, LossInputs, LossNorm, LossSettings, get_loss
 from dualmode_rl.rl.micro_batches import LAYOUTS, MicroBatch, build_micro_batch, plan_micro_batches, shard_for_rank
 from dualmode_rl.rl.off_policy import CORRECTIONS, LEVELS, sampler_gap_metrics
 from dualmode_rl.rl.policy import LoraSettings, Policy, torch_dtype
@@ -32,7 +33,7 @@ SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
 class LearnerConfig:
     model_path: str
     ref_model_path: str | None = None  # frozen reference; default model_path (set it when resuming full fine-tuning)
-    loss: str = "agapo"  # key of rl.losses.LOSSES
+    loss: str = "agapo"  # key of rl.losses.LOSSES, or a plug-in "file.py:fn" / "module:fn"
     lr: float = 1e-6
     beta: float = 1e-3  # KL weight; 0 skips the reference model entirely
     weight_decay: float = 0.0
@@ -75,8 +76,8 @@ class LearnerConfig:
     def __post_init__(self):
         if isinstance(self.lora, dict):
             self.lora = LoraSettings(**self.lora)
-        if self.loss not in LOSSES:
-            raise ValueError(f"LearnerConfig.loss: unknown '{self.loss}'; known: {sorted(LOSSES)}")
+        if self.loss not in LOSSES and not is_plugin_spec(self.loss):
+            raise ValueError(f"LearnerConfig.loss: unknown '{self.loss}'; known: {sorted(LOSSES)}, or 'file.py:fn'")
         if self.steps_per_batch < 1:
             raise ValueError(f"LearnerConfig.steps_per_batch must be >= 1, got {self.steps_per_batch}")
         if self.off_policy_correction not in (None, *CORRECTIONS):
@@ -153,7 +154,7 @@ class Learner:
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.adam_betas,
                                            eps=config.adam_eps, weight_decay=config.weight_decay)
         self.scheduler = self._make_scheduler()
-        self.loss_fn = LOSSES[config.loss]
+        self.loss_fn = get_loss(config.loss)
         self.settings = config.loss_settings()
         self.autocast_dtype = torch_dtype(config.autocast_dtype) if config.autocast_dtype else None
         self.global_step = 0

@@ -17,6 +17,8 @@ from typing import Callable
 
 import torch
 
+from dualmode_rl.plugins import is_plugin_spec
+
 from .off_policy import importance_ratio, off_policy_weights
 
 
@@ -202,6 +204,11 @@ LOSSES: dict[str, LossFn] = {
 
 
 def get_loss(name: str) -> LossFn:
-    if name not in LOSSES:
-        raise KeyError(f"unknown policy loss '{name}'; known: {sorted(LOSSES)}")
-    return LOSSES[name]
+    """The built-in loss `name`, or the plug-in "file.py:fn" / "module:fn", checked against rl/contracts.py."""
+    if name in LOSSES:
+        return LOSSES[name]
+    if not is_plugin_spec(name):
+        raise KeyError(f"unknown policy loss '{name}'; known: {sorted(LOSSES)}, or a plug-in 'file.py:fn' / 'module:fn'")
+    from .contracts import load_loss_plugin  # its checks use this module's records
+
+    return load_loss_plugin(name)

@@ -2,7 +2,8 @@
 
 - `rollout.types`: the records that leave this package (GenerationRequest, RolloutGroup, Sample).
 - `rollout.modes`: per-mode sampling settings and chat-template prompt rendering.
-- `rollout.engine.VllmEngine` / `rollout.hf_engine.HfEngine`: one in-process engine each.
+- `rollout.types.Engine`: what every engine offers; `rollout.registry`: the engines by name (`rollout.engine`):
+  `rollout.vllm_engine.VllmEngine` and `rollout.hf_engine.HfEngine`, one in-process engine each.
 - `rollout.worker.RolloutWorker`, `rollout.pool.RolloutPool`: engines inside Ray actors;
   `rollout.placement`: each engine's placement group (1-GPU bundles for tensor parallelism).
 - `rollout.weight_transfer`: new weights through vLLM's weight-transfer API (gloo engine on CPU,

@@ -1,4 +1,6 @@
-"""A transformers `generate` engine with VllmEngine's interface: for comparison and for machines without vLLM.
+"""A transformers `generate` engine (the `Engine` interface, rollout/types.py): for comparison and for machines
+without vLLM. It takes no vLLM settings (memory share, tensor parallelism, sleep mode, weight transfer):
+orchestration passes them to the vLLM engine only, and config load rejects them with `rollout.engine: hf`.
 
 Log-prob semantics follow VllmEngine: "processed_logprobs" (default) are log_softmax of the scores
 sampled from (logits / T, then top-k, then top-p, as vLLM orders them); "raw_logprobs" of the raw logits.
@@ -8,9 +10,8 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList
 
-from .engine import VLLM_SETTINGS
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
-from .thinking_budget import ThinkingBudgetProcessor, mark_forced, require_markers, think_markers
+from .thinking_budget import ThinkingBudgetProcessor, load_engine_tokenizer, mark_forced, require_markers
 from .types import GenerationRequest, RolloutGroup, Sample
 
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
@@ -27,13 +28,9 @@ class HfEngine:
         device: str | None = None,
         logprobs_mode: str = "processed_logprobs",
         policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
-        **vllm_only,  # vLLM's settings (rollout/engine.py), accepted so configs can switch engines
     ):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        unknown = set(vllm_only) - VLLM_SETTINGS
-        if unknown:
-            raise TypeError(f"HfEngine: unknown settings {sorted(unknown)}")
         if logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"HfEngine: logprobs_mode must be one of {LOGPROBS_MODES}, got {logprobs_mode!r}")
         self.model_path = str(model_path)
@@ -41,12 +38,7 @@ class HfEngine:
         self.max_model_len = max_model_len
         self.logprobs_mode = logprobs_mode
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        if self.tokenizer.eos_token_id is None:
-            raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
-        self.think_markers = think_markers(self.tokenizer)
-        if self.sampling.reasoning.thinking_budget is not None:
-            require_markers(self.think_markers, f"at {self.model_path}")
+        self.tokenizer, self.think_markers = load_engine_tokenizer(self.model_path, self.sampling.needs_think_markers)
         if dtype == "auto":
             dtype = "float32" if self.device.type == "cpu" else "auto"
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))

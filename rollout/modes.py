@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from dualmode_rl.constants import NON_REASONING, RECOMMENDED_TEMPERATURE
+
 from .types import MODES, REASONING, GenerationRequest
 
 
@@ -42,13 +44,18 @@ class SamplingConfig:
     so samples follow softmax(logits / T), the distribution a learner scores (EXAONE recommends
     top-p 0.95 for evaluation: orchestration's eval.* settings)."""
 
-    reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.6, 1.0, 512))
-    non_reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.4, 1.0, 256))
+    reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(RECOMMENDED_TEMPERATURE[REASONING], 1.0, 512))
+    non_reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(RECOMMENDED_TEMPERATURE[NON_REASONING], 1.0, 256))
     seed: int | None = 0
 
     def for_mode(self, mode: str) -> ModeSampling:
         check_mode(mode)
         return self.reasoning if mode == REASONING else self.non_reasoning
+
+    @property
+    def needs_think_markers(self) -> bool:
+        """A thinking budget is set: the engine must find `<think>` and `</think>` as single tokens."""
+        return self.reasoning.thinking_budget is not None
 
     def with_thinking_budget(self, budget: int | None) -> "SamplingConfig":
         """The same settings with reasoning mode's thinking budget set to `budget` (None: no budget)."""

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor
 
-# The EXAONE 4.0 think markers (rewards/format.py grades with the same strings; packages do not import each other).
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+from dualmode_rl.constants import THINK_CLOSE, THINK_OPEN
 
 
 @dataclass(frozen=True)
@@ -49,6 +48,20 @@ def require_markers(markers: ThinkMarkers | None, where: str) -> ThinkMarkers:
         raise ValueError(f"thinking budget (rollout.reasoning.thinking_budget): the tokenizer {where} does not "
                          f"encode {THINK_OPEN!r} and {THINK_CLOSE!r} as single tokens, which a budget needs")
     return markers
+
+
+def load_engine_tokenizer(model_path: str, needs_markers: bool):
+    """(tokenizer, think markers) of the checkpoint an engine serves; an error naming it when generation
+    could not stop (no eos token) or a thinking budget could not apply (`needs_markers`, markers split)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"tokenizer at {model_path} has no eos token; generation could not stop")
+    markers = think_markers(tokenizer)
+    if needs_markers:
+        require_markers(markers, f"at {model_path}")
+    return tokenizer, markers
 
 
 def vllm_reasoning_config(markers: ThinkMarkers | None):

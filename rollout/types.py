@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from dualmode_rl.constants import MODES, NON_REASONING, REASONING  # noqa: F401 - the modes, as rollout's records name them
 from dualmode_rl.prompts import Message, prompt_messages
 
-REASONING = "reasoning"
-NON_REASONING = "non_reasoning"
-MODES = (REASONING, NON_REASONING)
+if TYPE_CHECKING:
+    import torch
+
+    from .modes import SamplingConfig
 
 
 @dataclass(frozen=True)
@@ -62,3 +65,34 @@ class RolloutGroup:
     mode: str
     prompt_token_ids: list[int]
     samples: list[Sample] = field(default_factory=list)
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """One in-process generation engine, as the worker, the filter and eval drive it. The engines are
+    named in rollout/registry.py (VllmEngine, HfEngine). vLLM's sleep mode and weight-transfer API
+    are VllmEngine's own; the config allows colocation and streamed weights with the vLLM engine only."""
+
+    model_path: str
+    max_model_len: int
+    sampling: SamplingConfig
+
+    @property
+    def policy_version(self) -> int: ...
+
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        """`request.n` samples per request, groups in request order; `seed` resets the sampler first,
+        `sampling` replaces the engine's settings for this call."""
+
+    def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
+        """One temperature-0 completion per request."""
+
+    def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
+        """log p(token_t | tokens_<t) for t = 1..len-1 under the current weights."""
+
+    def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> None: ...
+
+    def load_weights_file(self, path: str, version: int) -> None: ...
+
+    def shutdown(self) -> None: ...

@@ -11,9 +11,8 @@ import os
 import torch
 
 from .modes import SamplingConfig
+from .registry import build_engine
 from .types import GenerationRequest, RolloutGroup
-
-ENGINES = ("vllm", "hf")
 
 
 def current_node() -> str | None:
@@ -28,18 +27,6 @@ def current_gpus() -> list[int]:
     import ray
 
     return [int(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
-
-
-def build_engine(engine: str, engine_kwargs: dict):
-    if engine == "vllm":
-        from .engine import VllmEngine
-
-        return VllmEngine(**engine_kwargs)
-    if engine == "hf":
-        from .hf_engine import HfEngine
-
-        return HfEngine(**engine_kwargs)
-    raise ValueError(f"rollout engine must be one of {ENGINES}, got {engine!r}")
 
 
 class RolloutWorker:

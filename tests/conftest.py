@@ -42,7 +42,7 @@ def vllm_engine(tiny_model_dir):
     pytest.importorskip("vllm")
     from rollout_fixtures import MAX_MODEL_LEN
 
-    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.vllm_engine import VllmEngine
     from dualmode_rl.rollout.modes import SamplingConfig
 
     engine = VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0,

@@ -76,7 +76,7 @@ def test_unworked_rows_show_no_steps_in_their_think_block():
 
 @pytest.mark.slow
 def test_transformers_and_vllm_greedy_outputs_match(tiny_checkpoint):
-    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.vllm_engine import VllmEngine
     from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
     rows = load_from_disk(str(tiny_checkpoint / "data"))["test"].select(range(6))

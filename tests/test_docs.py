@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 BIN = Path(sys.executable).parent
-GUIDES = ("ray-job.md", "custom-reward.md", "resume.md", "data.md")
+GUIDES = ("ray-job.md", "custom-reward.md", "resume.md", "data.md", "custom-algorithm.md")
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.S | re.M)
 LOOPBACK_UP = ("import fcntl, socket, struct; s = socket.socket(); "
                "flags = struct.unpack('16sH', fcntl.ioctl(s, 0x8913, struct.pack('16sH', b'lo', 0)))[1]; "
@@ -166,6 +166,17 @@ def test_custom_reward_guide(tmp_path, tiny_checkpoint):
     assert metric_steps(run / "train") == [1, 2]
     config = (run / "train" / "config.yaml").read_text()
     assert "verl_style_reward.py:compute_score" in config and "length_penalty_reward.py:length_penalty" in config
+
+
+@pytest.mark.slow
+def test_custom_algorithm_guide(tmp_path, tiny_checkpoint):
+    run = tmp_path / "algorithm_run"
+    run_guide("custom-algorithm.md", {"MODEL": str(tiny_checkpoint), "RUN": str(run)})
+    rows = [json.loads(line) for line in (run / "train" / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [1, 2] and all(row["tokens_per_sequence"] > 0 for row in rows)
+    config = yaml.safe_load((run / "train" / "config.yaml").read_text())
+    assert config["algorithm"]["loss"] == "examples/custom_algorithm.py:token_mean_pg"
+    assert config["algorithm"]["advantage"] == "examples/custom_algorithm.py:median_baseline"
 
 
 @pytest.mark.slow

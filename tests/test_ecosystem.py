@@ -176,9 +176,9 @@ class RecordingEngine:
 
 @pytest.mark.slow
 def test_eval_renders_each_rows_system_prompt(tmp_path, tiny_checkpoint):
-    """`dualmode-rl eval`'s path (load_prompts, build_engine, evaluate) on a verl parquet: in both modes the
+    """`dualmode-rl eval`'s path (load_prompts, build_local_engine, evaluate) on a verl parquet: in both modes the
     engine's prompt opens with the row's system turn."""
-    from dualmode_rl.orchestration.components import build_engine, build_reward_pool
+    from dualmode_rl.orchestration.components import build_local_engine, build_reward_pool
     from dualmode_rl.orchestration.config import load_config
     from dualmode_rl.orchestration.data import load_prompts
     from dualmode_rl.orchestration.evaluate import evaluate
@@ -186,7 +186,7 @@ def test_eval_renders_each_rows_system_prompt(tmp_path, tiny_checkpoint):
     cfg = load_config(None, [f"model={tiny_checkpoint}", "rollout.engine=hf", "rollout.reasoning.max_tokens=8",
                              "rollout.non_reasoning.max_tokens=8"])
     dataset = load_prompts(cfg, verl_parquet(tmp_path / "verl.parquet", count=3), "test", need_mode=False)
-    engine = RecordingEngine(build_engine(cfg, tiny_checkpoint, evaluation=True))
+    engine = RecordingEngine(build_local_engine(cfg, tiny_checkpoint, evaluation=True))
     rewards = build_reward_pool(cfg, evaluation=True)
     try:
         report = evaluate(engine, rewards, dataset, samples=1)

@@ -17,7 +17,7 @@ PROMPTS = 24
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
     pytest.importorskip("vllm")
-    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.vllm_engine import VllmEngine
     from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
     sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 48), non_reasoning=ModeSampling(0.4, 0.95, 48))

@@ -24,7 +24,7 @@ MIN_CHANGE = 1e-2  # an update must move some logprob by at least this much, or 
 @pytest.fixture(scope="module")
 def engine(tiny_checkpoint):
     pytest.importorskip("vllm")
-    from dualmode_rl.rollout.engine import VllmEngine
+    from dualmode_rl.rollout.vllm_engine import VllmEngine
     from dualmode_rl.rollout.modes import SamplingConfig
 
     engine = VllmEngine(str(tiny_checkpoint), SamplingConfig(seed=0), max_model_len=512, seed=0, weight_transfer="gloo")

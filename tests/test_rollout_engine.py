@@ -5,7 +5,7 @@ import pytest
 
 from dualmode_rl.rollout.hf_engine import HfEngine
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig, render_prompt_ids
-from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
+from dualmode_rl.rollout.types import NON_REASONING, REASONING, Engine, GenerationRequest
 from rollout_fixtures import MAX_MODEL_LEN
 from tolerances import network_logprob_tolerance
 
@@ -72,6 +72,7 @@ def check_groups(engine, groups, requests, max_tokens):
 
 @pytest.mark.slow
 def test_vllm_generate_n_samples_per_request_in_each_mode(vllm_engine):
+    assert isinstance(vllm_engine, Engine)
     groups = vllm_engine.generate(REQUESTS)
     check_groups(vllm_engine, groups, REQUESTS, vllm_engine.sampling.reasoning.max_tokens)
     distinct = {tuple(s.token_ids) for s in groups[0].samples}
@@ -143,6 +144,7 @@ def hf_engine(tiny_model_dir):
 
 def test_hf_engine_generates_groups_with_the_sampled_distributions_logprobs(hf_engine):
     """Its log-probs are those vLLM's processed_logprobs are: T=0.6, then top-p 0.95, renormalised."""
+    assert isinstance(hf_engine, Engine)
     groups = hf_engine.generate(REQUESTS)
     check_groups(hf_engine, groups, REQUESTS, 24)
     for sample in groups[0].samples:

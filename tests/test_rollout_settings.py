@@ -6,7 +6,7 @@ import pytest
 
 from dualmode_rl.orchestration.components import rollout_engine_kwargs, weight_transfer_backend
 from dualmode_rl.orchestration.config import ConfigError, RolloutConfig, load_config
-from dualmode_rl.rollout.engine import VllmEngine
+from dualmode_rl.rollout.vllm_engine import VllmEngine
 from dualmode_rl.rollout.placement import plan_engine
 from dualmode_rl.rollout.pool import PoolPlacement
 
@@ -23,7 +23,7 @@ REACHES_VLLM = {
 }
 # the other keys, and where they act instead
 ELSEWHERE = {
-    "engine": "rollout.worker.build_engine", "num_workers": "RolloutPool", "samples_per_prompt": "GenerationRequest.n",
+    "engine": "rollout.registry.build_engine", "num_workers": "RolloutPool", "samples_per_prompt": "GenerationRequest.n",
     "reasoning": "SamplingConfig", "non_reasoning": "SamplingConfig", "gpus_per_worker": "rollout.placement",
     "cpu_binds": "PoolPlacement", "max_staleness": "RolloutAhead", "weight_transfer_bucket_mb": "BroadcastSync",
     "weight_transfer_timeout_s": "BroadcastSync",

@@ -11,6 +11,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset, DatasetDict
 
+from dualmode_rl.atomic import atomic_path
+from dualmode_rl.constants import NON_REASONING, REASONING
+
 from ..config import BootstrapConfig
 from .model import TinyModelShape, build_tiny_model
 from .sft import UNWORKED_THOUGHT, run_sft, sft_example
@@ -44,16 +47,16 @@ def is_bootstrapped(out: str | Path, cfg: BootstrapConfig) -> bool:
 def _assign_modes(rows: list[dict], tokenizer, ratio: float, rng: random.Random) -> None:
     """Give each training row a mode so reasoning:non-reasoning tokens come out at `ratio`."""
     rng.shuffle(rows)
-    tokens = {"reasoning": 0, "non_reasoning": 0}
+    tokens = {REASONING: 0, NON_REASONING: 0}
     for row in rows:
-        mode = "reasoning" if tokens["reasoning"] <= ratio * tokens["non_reasoning"] else "non_reasoning"
+        mode = REASONING if tokens[REASONING] <= ratio * tokens[NON_REASONING] else NON_REASONING
         example = sft_example(row, mode)
         text = tokenizer.apply_chat_template(
-            example["prompt"] + example["completion"], tokenize=False, enable_thinking=mode == "reasoning"
+            example["prompt"] + example["completion"], tokenize=False, enable_thinking=mode == REASONING
         )
         tokens[mode] += len(tokenizer(text)["input_ids"])
         row["mode"] = mode
-    log.info("SFT tokens by mode: %s (ratio %.2f)", tokens, tokens["reasoning"] / max(1, tokens["non_reasoning"]))
+    log.info("SFT tokens by mode: %s (ratio %.2f)", tokens, tokens[REASONING] / max(1, tokens[NON_REASONING]))
 
 
 def bootstrap(cfg: BootstrapConfig, out: str | Path | None = None) -> Path:
@@ -74,26 +77,22 @@ def bootstrap(cfg: BootstrapConfig, out: str | Path | None = None) -> Path:
     _assign_modes(rows["train"], tokenizer, cfg.reasoning_token_ratio, rng)
     for name in ("validation", "test"):  # evaluated in both modes; the column records a default
         for i, row in enumerate(rows[name]):
-            row["mode"] = "reasoning" if i % 2 == 0 else "non_reasoning"
+            row["mode"] = REASONING if i % 2 == 0 else NON_REASONING
 
     model = build_tiny_model(tokenizer, TinyModelShape(**cfg.shape.model_dump()), cfg.seed)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    stats = run_sft(
-        model, tokenizer, [sft_example(r, r["mode"]) for r in rows["train"]],
-        steps=cfg.sft_steps, batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate,
-        seed=cfg.seed, time_limit_s=cfg.sft_time_limit_s, work_dir=tmp / "sft_work",
-    )
-    shutil.rmtree(tmp / "sft_work", ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    tokenizer.save_pretrained(tmp)
-    DatasetDict({name: Dataset.from_list(r) for name, r in rows.items()}).save_to_disk(str(tmp / DATA_DIR))
-    info = {"config": cfg.model_dump(mode="json"), "sft": stats,
-            "parameters": sum(p.numel() for p in model.parameters())}
-    (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with atomic_path(out) as tmp:
+        tmp.mkdir()
+        stats = run_sft(
+            model, tokenizer, [sft_example(r, r["mode"]) for r in rows["train"]],
+            steps=cfg.sft_steps, batch_size=cfg.sft_batch_size, learning_rate=cfg.sft_learning_rate,
+            seed=cfg.seed, time_limit_s=cfg.sft_time_limit_s, work_dir=tmp / "sft_work",
+        )
+        shutil.rmtree(tmp / "sft_work", ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        DatasetDict({name: Dataset.from_list(r) for name, r in rows.items()}).save_to_disk(str(tmp / DATA_DIR))
+        info = {"config": cfg.model_dump(mode="json"), "sft": stats,
+                "parameters": sum(p.numel() for p in model.parameters())}
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2))
     log.info("bootstrap checkpoint written to %s (%s)", out, stats)
     return out

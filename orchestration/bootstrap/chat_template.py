@@ -5,7 +5,7 @@ empty think block. The mode is switched by `enable_thinking` alone (default Fals
 An assistant message may carry its reasoning in `reasoning_content` or inline as `<think>...</think>`.
 """
 
-from dualmode_rl.rewards.format import END_OF_TURN, THINK_CLOSE, THINK_OPEN
+from dualmode_rl.constants import END_OF_TURN, THINK_CLOSE, THINK_OPEN
 
 ROLE_TOKENS = ("[|system|]", "[|user|]", "[|assistant|]", "[|tool|]")
 __all__ = ["CHAT_TEMPLATE", "END_OF_TURN", "ROLE_TOKENS", "THINK_CLOSE", "THINK_OPEN"]

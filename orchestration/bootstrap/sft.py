@@ -9,6 +9,8 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
+from dualmode_rl.constants import REASONING
+
 log = logging.getLogger(__name__)
 
 
@@ -24,12 +26,12 @@ def sft_reasoning(task: dict) -> str:
 def sft_example(task: dict, mode: str) -> dict:
     """A conversational prompt-completion row; TRL renders it through the chat template in `mode`."""
     answer = {"role": "assistant", "content": task["solution"]}
-    if mode == "reasoning":
+    if mode == REASONING:
         answer["reasoning_content"] = sft_reasoning(task)
     return {
         "prompt": [{"role": "user", "content": task["prompt"]}],
         "completion": [answer],
-        "chat_template_kwargs": {"enable_thinking": mode == "reasoning"},
+        "chat_template_kwargs": {"enable_thinking": mode == REASONING},
     }
 
 

@@ -13,13 +13,12 @@ gives the untempered model's log-probs instead. Prompt log-probs are always raw.
 """
 from __future__ import annotations
 
-import inspect
 import multiprocessing
 
 import torch
 
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
-from .thinking_budget import mark_forced, require_markers, think_markers, vllm_reasoning_config
+from .thinking_budget import load_engine_tokenizer, mark_forced, vllm_reasoning_config
 from .types import GenerationRequest, RolloutGroup, Sample
 from .weight_file import write_weights_file
 from .weight_transfer.plan import GLOO_ENGINE
@@ -60,9 +59,6 @@ def vllm_engine_args(model_path: str, *, on_cpu: bool, max_model_len: int, seed:
     return args
 
 
-VLLM_SETTINGS = frozenset(inspect.signature(vllm_engine_args).parameters) - {"model_path", "on_cpu", "max_model_len", "seed"}
-
-
 class VllmEngine:
     def __init__(
         self,
@@ -73,19 +69,13 @@ class VllmEngine:
         policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
         **settings,  # vllm_engine_args' keywords: dtype, gpu_memory_utilization, weight_transfer, ...
     ):
-        from transformers import AutoTokenizer
         from vllm import LLM
         from vllm.platforms import current_platform
 
         self.model_path = str(model_path)
         self.max_model_len = max_model_len
         self.sampling = sampling or SamplingConfig()
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        if self.tokenizer.eos_token_id is None:
-            raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
-        self.think_markers = think_markers(self.tokenizer)
-        if self.sampling.reasoning.thinking_budget is not None:
-            require_markers(self.think_markers, f"at {self.model_path}")
+        self.tokenizer, self.think_markers = load_engine_tokenizer(self.model_path, self.sampling.needs_think_markers)
         before = set(multiprocessing.active_children())
         self.llm = LLM(**self.llm_kwargs(dict(model_path=self.model_path, sampling=self.sampling, seed=seed,
                                               max_model_len=max_model_len, **settings), current_platform.is_cpu()),
