@@ -1,14 +1,18 @@
-"""Builds the rollout engine settings, an in-process engine and the reward pool from the config."""
+"""Builds from the config: the rollout engine settings, an in-process engine, the reward pool, the learner's
+settings and placement."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from dualmode_rl.rewards.pool import RewardPool
 from dualmode_rl.rewards.registry import load_reward
+from dualmode_rl.rl.learner import LearnerConfig
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
+from dualmode_rl.rollout.types import MODES
 
 from .checkpoint import check_model_folder
 from .config import DualModeConfig
+from .learner_group import LearnerPlacement
 
 
 def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingConfig:
@@ -60,3 +64,34 @@ def accuracy_reward_name(cfg: DualModeConfig, pool: RewardPool) -> str | None:
         if spec.name == cfg.eval.reward:
             return fn.name
     return None
+
+
+# learner.* keys that place the learner group rather than configure each rank's LearnerConfig
+PLACEMENT_KEYS = ("num_workers", "gpus_per_worker", "cpus_per_worker", "torch_threads")
+
+
+def off_policy_correction(cfg: DualModeConfig) -> str:
+    """learner.off_policy_correction, with "auto" made concrete: truncated importance sampling for AGAPO
+    whenever samples can be off-policy (asynchronous rollout, several optimizer steps per batch)."""
+    chosen = cfg.learner.off_policy_correction
+    if chosen != "auto":
+        return chosen
+    off_policy = cfg.rollout.max_staleness > 0 or cfg.learner.steps_per_batch > 1
+    return "tis" if cfg.algorithm.loss == "agapo" and off_policy else "none"
+
+
+def learner_config(cfg: DualModeConfig) -> LearnerConfig:
+    """Every rank's LearnerConfig: learner.* one to one (off_policy_cap is tis_cap), the loss settings
+    from algorithm.*, the sampling temperatures from rollout.*. The learner always starts from the SFT
+    checkpoint, also the reference; a resumed run then loads its trained weights (LearnerGroup.load)."""
+    a, section = cfg.algorithm, cfg.learner.model_dump(exclude=set(PLACEMENT_KEYS))
+    section.update(off_policy_correction=off_policy_correction(cfg), tis_cap=section.pop("off_policy_cap"))
+    return LearnerConfig(
+        model_path=cfg.model_path, **section, loss=a.loss, beta=a.beta, loss_agg=a.loss_aggregation,
+        epsilon_low=a.epsilon_low, epsilon_high=a.epsilon_high, max_completion_length=a.max_completion_length,
+        seed=cfg.train.seed, total_steps=cfg.train.steps,
+        temperatures={mode: getattr(cfg.rollout, mode).temperature for mode in MODES})
+
+
+def learner_placement(cfg: DualModeConfig) -> LearnerPlacement:
+    return LearnerPlacement(**{key: getattr(cfg.learner, key) for key in PLACEMENT_KEYS})

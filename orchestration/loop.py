@@ -1,24 +1,20 @@
-"""`dualmode-rl train`: the RL loop. Rollout on Ray actors, rewards in parallel, AGAPO step, weight sync."""
+"""`dualmode-rl train`: the RL loop. Rollout and learner on Ray actors, rewards in parallel, AGAPO step, weight sync."""
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-import torch
 from tqdm import trange
 from transformers import AutoTokenizer
 
 from dualmode_rl.rl.advantages import get_advantage
-from dualmode_rl.rl.learner import Learner, LearnerConfig
 from dualmode_rl.rollout.pool import PoolPlacement, RolloutPool
-from dualmode_rl.rollout.types import MODES
-from dualmode_rl.rollout.worker import current_node
 
 from .checkpoint import CheckpointError, LoopState, check_model_folder, latest_checkpoint, load_loop_state, save_checkpoint
-from .components import accuracy_reward_name, build_reward_pool, engine_kwargs
+from .components import accuracy_reward_name, build_reward_pool, engine_kwargs, learner_config, learner_placement
 from .config import DualModeConfig, dump_config
 from .data import default_source, load_prompts
+from .learner_group import LearnerGroup
 from .metrics import MetricsLogger
 from .ray_runtime import init_ray
 from .rollout_ahead import RolloutAhead
@@ -26,17 +22,6 @@ from .sampler import PromptSampler
 from .step import learn
 
 log = logging.getLogger(__name__)
-
-
-def learner_config(cfg: DualModeConfig, model_path: str) -> LearnerConfig:
-    a = cfg.algorithm
-    return LearnerConfig(
-        model_path=model_path, ref_model_path=cfg.model_path, loss=a.loss, lr=a.learning_rate, beta=a.beta,
-        max_grad_norm=a.max_grad_norm, micro_batch_size=a.micro_batch_size, layout=a.micro_batch_layout,
-        loss_agg=a.loss_aggregation,
-        seed=cfg.train.seed, total_steps=cfg.train.steps,
-        temperatures={mode: getattr(cfg.rollout, mode).temperature for mode in MODES},
-    )
 
 
 def _starting_point(cfg: DualModeConfig, run_dir: Path, resume: bool) -> tuple[LoopState, Path | None, str]:
@@ -51,8 +36,6 @@ def _starting_point(cfg: DualModeConfig, run_dir: Path, resume: bool) -> tuple[L
 
 def train(cfg: DualModeConfig, resume: bool = False) -> Path:
     """Runs train.steps RL steps (continuing from the latest checkpoint with `resume`); returns the run folder."""
-    if cfg.train.torch_threads:
-        torch.set_num_threads(cfg.train.torch_threads)
     run_dir = Path(cfg.train.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     state, checkpoint, start_model = _starting_point(cfg, run_dir, resume)
@@ -61,16 +44,15 @@ def train(cfg: DualModeConfig, resume: bool = False) -> Path:
     sampler = PromptSampler(len(dataset), cfg.train.seed, **state.sampler)
     rewards = build_reward_pool(cfg)
     accuracy_reward = accuracy_reward_name(cfg, rewards)
-    advantage_fn = get_advantage(cfg.algorithm.advantage)
+    advantage_fn = get_advantage(cfg.algorithm.advantage, **cfg.algorithm.advantage_params)
     init_ray()
     rollout = RolloutPool(cfg.rollout.num_workers, {**engine_kwargs(cfg, start_model), "policy_version": state.step},
                           engine=cfg.rollout.engine,
                           placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker,
                                                   cpu_binds=cfg.rollout.cpu_binds))
-    learner = Learner(learner_config(cfg, start_model))
-    log.info("learner: pid %d on Ray node %s", os.getpid(), current_node())
+    learner = LearnerGroup(learner_config(cfg), learner_placement(cfg), weight_dir=cfg.rollout.weight_file_dir)
     if checkpoint:
-        learner.load_training_state(checkpoint / "trainer")
+        learner.load(checkpoint)
     tokenizer = AutoTokenizer.from_pretrained(start_model)
     metrics = MetricsLogger(run_dir, keep_until_step=state.step)
     ahead = RolloutAhead(rollout, rewards, cfg.rollout.samples_per_prompt, reference=learner.reference_logprobs)
@@ -90,6 +72,7 @@ def train(cfg: DualModeConfig, resume: bool = False) -> Path:
     finally:  # also on SIGTERM (the CLI turns it into SystemExit): no orphaned actors
         metrics.close()
         rollout.shutdown()
+        learner.shutdown()
         ahead.close()
         rewards.close()
     return run_dir

@@ -57,7 +57,7 @@ def learn(scored: ScoredRollout, rollout, learner, advantage_fn, version: int,
     with timer("learner"):
         learner_metrics = learner.step(batch)
     with timer("weight_sync"):
-        rollout.update_weights(learner.export_weights(), version=version)
+        rollout.load_weights_file(learner.sync_weights_to_file(version), version=version)
     sampled_by = min(s.policy_version for g in scored.groups for s in g.samples)
     return {**rollout_metrics(scored.groups, scored.outputs, accuracy_reward), **learner_metrics, **scored.seconds, **timer.seconds,
             "response_tokens": float(sum(len(c) for c in batch.completion_ids)),

@@ -52,6 +52,10 @@ class RolloutWorker:
         self.engine.update_weights(weights, version)
         return self.engine.policy_version
 
+    def load_weights_file(self, path: str, version: int) -> int:
+        self.engine.load_weights_file(path, version)
+        return self.engine.policy_version
+
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.engine.prompt_logprobs(token_ids)
 
