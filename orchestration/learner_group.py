@@ -48,6 +48,7 @@ class LearnerWorker:
     """One rank: a Ray actor holding a Learner."""
 
     def __init__(self, rank: int, world_size: int, torch_threads: int):
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # reaches the driver's log
         if torch_threads:
             torch.set_num_threads(torch_threads)
         self.rank, self.world_size = rank, world_size
