@@ -88,8 +88,16 @@ def test_pool_generates_in_order_and_carries_policy_versions(pool, perturbed_ref
 
 
 @pytest.mark.slow
-def test_killed_actor_is_restarted_with_latest_weights_and_requests_complete(pool, ray_session, perturbed_reference):
-    pool.update_weights(perturbed_reference.model.state_dict(), version=2)
+def test_killed_actor_is_restarted_with_latest_weights_and_requests_complete(pool, ray_session, perturbed_reference,
+                                                                          tmp_path):
+    from dualmode_rl.rollout.weight_file import write_weights_file
+
+    weights = perturbed_reference.model.state_dict()
+    older = write_weights_file({k: torch.zeros_like(v) for k, v in weights.items()}, tmp_path)
+    pool.load_weights_file(str(older), version=1)
+    latest = write_weights_file(weights, tmp_path)
+    pool.load_weights_file(str(latest), version=2)  # the way the learner's weights arrive
+    assert not older.exists() and latest.exists()  # kept for replacements until a newer file arrives
     requests = [GenerationRequest(f"k{i}", f"What is {i} + {i}?", REASONING, n=8) for i in range(32)]
     outcome = {}
     runner = threading.Thread(target=lambda: outcome.setdefault("groups", pool.generate(requests)))
@@ -106,3 +114,4 @@ def test_killed_actor_is_restarted_with_latest_weights_and_requests_complete(poo
     seq = groups[0].prompt_token_ids + groups[0].samples[0].token_ids
     gap = max(abs(a - b) for a, b in zip(pool.prompt_logprobs(seq), perturbed_reference.prompt_logprobs(seq)))
     assert gap < 1e-4, "the restarted actor must hold the latest weights, not the checkpoint's"
+    assert latest.exists()
