@@ -160,16 +160,30 @@ class Policy:
 
         precision = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32,
                                          cast_forward_inputs=False)
+        # LoRA adapters: units of their own, gathered and reduced in fp32 (PEFT computes them in their
+        # dtype). A unit reduces its gradients in one dtype, and FSDP2 decides which of its parameters need
+        # a cast back at the first forward, which may be the reference's, adapters disabled (PEFT then
+        # marks them frozen): fp32 gradients need no cast.
+        fp32 = MixedPrecisionPolicy(cast_forward_inputs=False)
         for module in (self.module, self.ref_module):
             if module is None:
                 continue
             for layer in decoder_layers(module.causal_lm):
+                for adapter in self._adapters(layer):
+                    fully_shard(adapter, mp_policy=fp32)
                 fully_shard(layer, mp_policy=precision)
             fully_shard(module, mp_policy=precision)
         for unit in self.module.modules():
             if isinstance(unit, FSDPModule):
                 unit.set_gradient_divide_factor(1.0)
                 unit.set_force_sum_reduction_for_comms(True)  # a plain SUM: gloo has no pre-multiplied sum
+
+    def _adapters(self, layer: torch.nn.Module) -> list[torch.nn.Module]:
+        """The LoRA modules in `layer` that hold trainable weights."""
+        if self.lora is None:
+            return []
+        return [m for m in layer.modules()
+                if m is not layer and any(p.requires_grad for p in m.parameters(recurse=False))]
 
     @contextlib.contextmanager
     def _reference_mode(self):

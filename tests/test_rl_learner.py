@@ -293,3 +293,39 @@ def test_a_bf16_checkpoint_trains_fp32_master_weights_and_saves_bf16(tmp_path):
     learner.save_pretrained(tmp_path / "policy")
     assert json.loads((tmp_path / "policy" / "config.json").read_text())["dtype"] == "bfloat16"
     assert {t.dtype for t in load_file(tmp_path / "policy" / "model.safetensors").values()} == {torch.bfloat16}
+
+
+@pytest.fixture
+def one_rank_process_group():
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_fsdp2_trains_lora_on_a_bf16_checkpoint_with_checkpointing_and_resumes(tmp_path, one_rank_process_group):
+    """FSDP2 with what the GPU configs combine (bf16 checkpoint, fp32 adapters, gradient checkpointing,
+    packed layout, a tied LM head read inside the root's forward); its adapters go through
+    torch.distributed.checkpoint and come back exactly. (Two ranks: tests/test_rl_data_parallel.py.)"""
+    model = make_tiny_exaone(tmp_path / "bf16", dtype=torch.bfloat16, tie_word_embeddings=True)
+    settings = dict(strategy="fsdp2", lora=LoraSettings(r=4, alpha=8), gradient_checkpointing=True, layout="packed",
+                    beta=0.05, lr=1e-2, micro_batch_tokens=40)
+    learner = Learner(config(model, **settings))
+    batch = random_batch(2, 4, VOCAB, seed=10)
+    metrics = [learner.step(batch) for _ in range(2)]
+    assert all(m["loss"] == m["loss"] and m["grad_norm"] > 0 for m in metrics) and metrics[1]["kl"] != 0
+    adapters = learner.export_weights(merged=False)
+    assert adapters and any(v.abs().sum() > 0 for k, v in adapters.items() if "lora_B" in k)
+    merged = learner.export_weights()
+    assert not any("lora" in k for k in merged) and {t.dtype for t in merged.values()} == {torch.bfloat16}
+    learner.save(tmp_path / "checkpoint")
+    resumed = Learner(config(model, **settings, seed=1))
+    resumed.load(tmp_path / "checkpoint")
+    again = resumed.export_weights(merged=False)
+    assert all(torch.equal(again[k], v) for k, v in adapters.items()) and resumed.global_step == 2
