@@ -11,12 +11,13 @@ the same number of torch threads (TRL in the driver process, dualmode-rl in its 
 
 - dualmode-rl: the components `dualmode-rl train` builds (orchestration/loop.py): a `RolloutPool` with one Ray
   actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, a `LearnerGroup` with one Ray actor
-  holding the `Learner`, then the weight sync (the learner writes a safetensors file, the engine loads it). By default with `rollout.max_staleness: 1` (the loop's asynchronous
-  rollout): the next batch is generated while the learner steps, so dualmode-rl trains on samples one
-  update old where TRL's are on-policy; `--max-staleness 0` compares the on-policy loop. The learner
-  uses `learner.layout: shared_prompt` (a group's prompt is run once per micro-batch,
-  same log-probs and gradients; `--layout padded` turns it off), and the frozen reference's
-  log-probs of the next batch are computed with the generation, off the learner's path.
+  holding the `Learner`, then the weight sync (the learner writes a safetensors file, the engine loads
+  it). By default with `rollout.max_staleness: 1` (the loop's asynchronous rollout): the next batch is
+  generated while the learner steps, so dualmode-rl trains on samples one update old where TRL's are
+  on-policy; `--max-staleness 0` compares the on-policy loop. The learner
+  uses `learner.layout: shared_prompt` (a group's prompt is run once per micro-batch, same log-probs
+  and gradients; `--layout padded` turns it off), and the frozen reference's log-probs of the next
+  batch are computed with the generation, off the learner's path (in the learner actor, beside its step).
 - TRL: `GRPOTrainer.train()` with `use_vllm=False`, i.e. transformers `generate`, which is what a user
   reaches for without a separate vLLM server. TRL's defaults of `gradient_checkpointing=True` and
   `bf16=True` are turned off to match (fp32, no recomputation).

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dualmode_rl.rl.learner import LearnerConfig
 from dualmode_rl.rl.policy import LoraSettings
@@ -125,22 +125,15 @@ class AlgorithmConfig(Section):
     epsilon_high: float | None = Field(_LEARNER["epsilon_high"], ge=0)  # None: epsilon_low (DAPO: 0.28)
     max_completion_length: int | None = Field(_LEARNER["max_completion_length"], gt=0)  # Dr. GRPO; None: the batch's longest
 
-    @field_validator("loss")
+    @field_validator("loss", "advantage")
     @classmethod
-    def _known_loss(cls, name: str) -> str:
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
+        from dualmode_rl.rl.advantages import ADVANTAGES
         from dualmode_rl.rl.losses import LOSSES
 
-        if name not in LOSSES:
-            raise ValueError(f"unknown loss '{name}'; known: {sorted(LOSSES)}")
-        return name
-
-    @field_validator("advantage")
-    @classmethod
-    def _known_advantage(cls, name: str) -> str:
-        from dualmode_rl.rl.advantages import ADVANTAGES
-
-        if name not in ADVANTAGES:
-            raise ValueError(f"unknown advantage '{name}'; known: {sorted(ADVANTAGES)}")
+        registry = {"loss": LOSSES, "advantage": ADVANTAGES}[info.field_name]
+        if name not in registry:
+            raise ValueError(f"unknown {info.field_name} '{name}'; known: {sorted(registry)}")
         return name
 
     @model_validator(mode="after")
