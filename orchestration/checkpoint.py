@@ -83,9 +83,8 @@ def save_checkpoint(run_dir: Path, state: LoopState, learner, tokenizer, metrics
     tmp = root / f".tmp_step_{state.step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    learner.save_pretrained(tmp / "policy")
+    learner.save(tmp)  # policy/ and trainer/
     tokenizer.save_pretrained(tmp / "policy")
-    learner.save_training_state(tmp / "trainer")
     if metrics_file.exists():
         shutil.copy2(metrics_file, tmp / metrics_file.name)
     (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))

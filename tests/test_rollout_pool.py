@@ -14,7 +14,6 @@ from dualmode_rl.rollout.pool import RolloutPool
 from dualmode_rl.rollout.types import NON_REASONING, REASONING, GenerationRequest
 from rollout_fixtures import MAX_MODEL_LEN, tiny_model_dir  # noqa: F401
 from tolerances import network_logprob_tolerance
-from tolerances import network_logprob_tolerance
 
 SAMPLING = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 128), non_reasoning=ModeSampling(0.4, 0.95, 64))
 
@@ -125,8 +124,10 @@ def object_store_bytes_created(ray) -> int:
 
 
 @pytest.mark.slow
-def test_updates_through_the_weight_transfer_api_put_nothing_state_dict_sized_in_the_object_store(
-        pool, ray_session, broadcast, perturbed_reference):
+def test_updates_through_the_weight_transfer_api_or_a_file_put_nothing_state_dict_sized_in_the_object_store(
+        pool, ray_session, broadcast, perturbed_reference, tmp_path):
+    from dualmode_rl.rollout.weight_file import write_weights_file
+
     sync, weights = broadcast
     state = {k: v for k, v in perturbed_reference.model.state_dict().items() if k != "lm_head.weight"}  # tied
     size = sum(t.numel() * t.element_size() for t in state.values())
@@ -134,10 +135,16 @@ def test_updates_through_the_weight_transfer_api_put_nothing_state_dict_sized_in
     before = object_store_bytes_created(ray_session)
     sync.update(version=2)
     streamed = object_store_bytes_created(ray_session) - before
-    pool.update_weights(state, version=3)  # the file path, for contrast: the test can tell
+    older = write_weights_file({k: torch.zeros_like(v) for k, v in state.items()}, tmp_path)
+    pool.load_weights_file(str(older), version=3)
+    latest = write_weights_file(state, tmp_path)
+    pool.load_weights_file(str(latest), version=4)  # the file path: learner rank 0 wrote the file
+    assert not older.exists() and latest.exists()  # kept for replacements until a newer file arrives
     through_file = object_store_bytes_created(ray_session) - before - streamed
-    assert streamed < size / 10 <= size <= through_file
-    assert pool.ping()[0]["policy_version"] == 3
+    pool.update_weights(state, version=5)  # a state dict through the object store, for contrast: the test can tell
+    through_store = object_store_bytes_created(ray_session) - before - streamed - through_file
+    assert max(streamed, through_file) < size / 10 <= size <= through_store
+    assert pool.ping()[0]["policy_version"] == 5
 
 
 @pytest.mark.slow
@@ -173,7 +180,7 @@ def test_colocated_engines_sleep_through_the_learner_step_and_generate_after(poo
     engines are asleep (scheduler paused, executor asleep) while the learner steps, awake after."""
     from dualmode_rl.rollout.weight_transfer.sync import FileSync
 
-    sync = FileSync(pool, weights=dict, colocated=True)
+    sync = FileSync(pool, write_file=str, colocated=True)  # no update here
     with sync.training():
         assert [info["sleeping"] for info in pool.ping()] == [True]
     assert [info["sleeping"] for info in pool.ping()] == [False]

@@ -143,15 +143,18 @@ def _kill_mid_run(args: list, run_dir: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("max_staleness, save_every, staleness", [
-    (0, 1, [0] * STEPS),
-    (1, 3, [0, 1, 1, 0, 1, 1, 0, 1]),  # asynchronous: on-policy only right after a checkpoint (drained)
+@pytest.mark.parametrize("max_staleness, save_every, staleness, setup", [
+    (0, 1, [0] * STEPS, []),
+    # asynchronous: on-policy only right after a checkpoint (drained); the demo config with a learner group
+    # of two ranks (gloo), whose reference log-probs are computed beside the step, half each
+    (1, 3, [0, 1, 1, 0, 1, 1, 0, 1], ["configs/demo.yaml", "learner.num_workers=2", "learner.cpus_per_worker=0.5"]),
 ])
-def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoint, max_staleness, save_every, staleness):
+def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoint, max_staleness, save_every, staleness,
+                                                         setup):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     # The transformers engine: vLLM's CPU batching depends on request arrival timing, so its samples
     # are not reproducible across engine processes even with the sampler reseeded every step.
-    train = [BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, f"train.steps={STEPS}", "rollout.engine=hf", *SHORT,
+    train = [BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, *setup, f"train.steps={STEPS}", "rollout.engine=hf", *SHORT,
              f"rollout.max_staleness={max_staleness}", f"train.save_every={save_every}"]
     first = run(*train, f"train.out={whole}")
     assert first.returncode == 0, first.stderr[-4000:]
