@@ -121,6 +121,8 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     for path in files:
         if problem := torch_file_problem(path):
             return f"{path}: {problem}"
+    if not (trainer / DCP_DIR / ".metadata").is_file():
+        return f"{trainer / DCP_DIR}: no distributed checkpoint (.metadata)"
     return None
 
 
