@@ -10,7 +10,6 @@ docs/gpu-cluster.md; vLLM's own activation peak and the CUDA context come on top
 """
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,26 +123,27 @@ def learner_rows(cfg: DualModeConfig, shape: ModelShape) -> list[tuple[str, floa
 
 
 def vllm_dtype(cfg: DualModeConfig) -> str:
-    """The dtype the rollout engines load the weights in (VllmEngine's, as engine_kwargs builds it)."""
-    from dualmode_rl.rollout.engine import VllmEngine
-
-    from .components import engine_kwargs
-
-    return engine_kwargs(cfg, cfg.model_path).get(
-        "dtype", inspect.signature(VllmEngine.__init__).parameters["dtype"].default)
+    """The dtype GPU rollout engines load the weights in: rollout.dtype, "auto" being the checkpoint's."""
+    return checkpoint_dtype(cfg.model_path) if cfg.rollout.dtype == "auto" else cfg.rollout.dtype
 
 
 def vllm_rows(cfg: DualModeConfig, shape: ModelShape, gpu_memory_gib: float) -> list[tuple[str, float]]:
+    from dualmode_rl.rollout.engine import COLOCATED_GPU_SHARE, GPU_MEMORY_SHARE
+
+    from .components import model_max_length
+
     r, dtype = cfg.rollout, vllm_dtype(cfg)
     tp = r.tensor_parallel_size
+    share = r.gpu_memory_utilization or (COLOCATED_GPU_SHARE if r.placement == "colocated" else GPU_MEMORY_SHARE)
+    max_len = r.max_model_len or model_max_length(cfg.model_path)
     weights = BYTES[dtype] * shape.parameters() / tp
-    budget = r.gpu_memory_utilization * gpu_memory_gib * GIB
+    budget = share * gpu_memory_gib * GIB
     kv_per_token = 2 * shape.layers * max(1, shape.kv_heads // tp) * shape.head_dim * BYTES[dtype]
     kv = max(0.0, budget - weights)
     tokens = int(kv // kv_per_token)
     return [(f"weights ({dtype}, tensor parallel {tp})", weights),
-            (f"KV cache ({r.gpu_memory_utilization} x {gpu_memory_gib:g} GiB - weights): {tokens:,} tokens, "
-             f"{tokens // r.max_model_len} sequences of {r.max_model_len}", kv)]
+            (f"KV cache ({share} x {gpu_memory_gib:g} GiB - weights): {tokens:,} tokens, "
+             f"{tokens // max_len} sequences of {max_len}", kv)]
 
 
 def _table(title: str, rows: list[tuple[str, float]]) -> list[str]:
@@ -156,12 +156,13 @@ def plan(cfg: DualModeConfig, gpu_memory_gib: float = 80.0) -> str:
     shape = ModelShape.from_folder(cfg.model_path)
     lc, rollout = learner_config(cfg), cfg.rollout
     learner_gpus = cfg.learner.num_workers * cfg.learner.gpus_per_worker
-    rollout_gpus = rollout.num_workers * rollout.gpus_per_worker
+    engine_gpus = rollout.tensor_parallel_size if rollout.gpus_per_worker is None else rollout.gpus_per_worker
+    rollout_gpus = 0 if rollout.placement == "colocated" else rollout.num_workers * engine_gpus
     device = f"{cfg.learner.gpus_per_worker:g} GPU" if cfg.learner.gpus_per_worker else "CPU"
     learner = learner_rows(cfg, shape)
     lines = [f"model: {cfg.model_path} ({shape.describe()})",
              f"placement: learner {cfg.learner.num_workers} rank(s) x {device} ({lc.strategy}), rollout "
-             f"{rollout.num_workers} engine(s) x {rollout.gpus_per_worker:g} GPU (tensor parallel "
+             f"{rollout.num_workers} engine(s) x {engine_gpus:g} GPU (tensor parallel "
              f"{rollout.tensor_parallel_size}) = {learner_gpus + rollout_gpus:g} GPUs of {gpu_memory_gib:g} GiB", "",
              *_table("learner, per rank", learner), "", *_table("vLLM, per GPU", vllm_rows(cfg, shape, gpu_memory_gib))]
     if cfg.learner.gpus_per_worker and sum(size for _, size in learner) > gpu_memory_gib * GIB:
