@@ -12,6 +12,8 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dualmode_rl.rl.learner import DCP_DIR
+
 from .atomic import write_text_atomic
 
 STATE_FILE = "loop_state.json"

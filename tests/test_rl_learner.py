@@ -367,8 +367,8 @@ def test_bf16_steps_run(model_dir, dtypes):
 
 
 def test_lm_head_of_a_bf16_model_runs_in_fp32(model_dir):
-    """The log-softmax input is not rounded to bf16: log-probs match an fp64 head on the bf16 model's
-    own hidden states and weights. The fp32 product of 32 terms is good to ~1e-6 relative (logits of
+    """The log-softmax input is not rounded to bf16: log-probs match an fp64 head on the model's own hidden
+    states (computed in bf16, its compute dtype) and weights. The fp32 product of 32 terms is good to ~1e-6 relative (logits of
     magnitude ~10: 1e-5), so 1e-4; bf16 logits keep 8 significant bits, ~0.02 at that magnitude."""
     batch = random_batch(2, 4, VOCAB, seed=12)
     micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
@@ -376,15 +376,19 @@ def test_lm_head_of_a_bf16_model_runs_in_fp32(model_dir):
     for fp32 in (True, False):
         learner = Learner(config(model_dir, dtype="bfloat16", fp32_lm_head=fp32))
         model = learner.policy.hf_model
+        assert learner.autocast_dtype == torch.bfloat16  # fp32 masters, bf16 compute
         with torch.no_grad():
             model.get_output_embeddings().weight.mul_(30.0)  # trained-model logit scale, not random-init ~0
-            ours = learner.policy.token_logprobs(micro)[0]
-            hidden = model.base_model(input_ids=micro.input_ids).last_hidden_state.reshape(-1, 32)
+            ours = learner.policy.token_logprobs(micro, autocast_dtype=learner.autocast_dtype)[0]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                hidden = model.base_model(input_ids=micro.input_ids).last_hidden_state.reshape(-1, 32)
             logits = hidden[micro.hidden_index].double() @ model.get_output_embeddings().weight.double().t()
         assert logits.abs().max() > 5
         exact = micro.to_padded(logits.log_softmax(-1).gather(1, micro.labels[:, None]).squeeze(1))
         errors[fp32] = (ours.double() - exact).abs().max().item()
     assert errors[True] < 1e-4 < 1e-3 < errors[False], errors
+
+
 def test_a_bf16_checkpoint_trains_fp32_master_weights_and_saves_bf16(tmp_path):
     """dtype "auto" keeps a bf16 checkpoint bf16 where it is read and written, while the weights the optimizer
     updates are fp32: an lr of 1e-6 moves each weight by about 1e-6, below half a bf16 step for every
@@ -422,7 +426,7 @@ def test_fsdp2_trains_lora_on_a_bf16_checkpoint_with_checkpointing_and_resumes(t
     packed layout, a tied LM head read inside the root's forward); its adapters go through
     torch.distributed.checkpoint and come back exactly. (Two ranks: tests/test_rl_data_parallel.py.)"""
     model = make_tiny_exaone(tmp_path / "bf16", dtype=torch.bfloat16, tie_word_embeddings=True)
-    settings = dict(strategy="fsdp2", lora=LoraSettings(r=4, alpha=8), gradient_checkpointing=True, layout="packed",
+    settings = dict(strategy="fsdp2", dtype="auto", lora=LoraSettings(r=4, alpha=8), gradient_checkpointing=True, layout="packed",
                     beta=0.05, lr=1e-2, micro_batch_tokens=40)
     learner = Learner(config(model, **settings))
     batch = random_batch(2, 4, VOCAB, seed=10)
