@@ -148,8 +148,6 @@ class UnirlSide:
             temperatures={"reasoning": TEMPERATURE}),  # as TRL, log-probs of softmax(logits / T)
             LearnerPlacement(num_workers=1, cpus_per_worker=1, torch_threads=args.threads))
         self.weight_sync = build_weight_sync(load_config(), self.pool, self.learner, args.weight_transfer)
-            temperatures={"reasoning": TEMPERATURE}),  # as TRL, log-probs of softmax(logits / T)
-            LearnerPlacement(num_workers=1, cpus_per_worker=1, torch_threads=args.threads))
         self.max_staleness = args.max_staleness
         self.ahead = RolloutAhead(self.pool, self.rewards, self.samples, reference=self.learner.reference_logprobs)
         self.version = 0

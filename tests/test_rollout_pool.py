@@ -186,3 +186,32 @@ def test_colocated_engines_sleep_through_the_learner_step_and_generate_after(poo
     assert [info["sleeping"] for info in pool.ping()] == [False]
     (group,) = pool.generate([GenerationRequest("w", "What is 2 + 3?", REASONING, n=2)])
     assert len(group.samples) == 2
+
+
+@pytest.mark.slow
+def test_a_two_rank_fsdp2_learner_group_is_trainer_rank_0(pool, ray_session, perturbed_reference, tiny_model_dir):  # noqa: F811
+    """The loop's path: learner rank 0 (a Ray actor) joins the transfer group and streams what both FSDP2
+    ranks gather in lockstep (the tied LM head once); rank 1 only gathers; nothing state-dict sized enters
+    the object store. The engine held perturbed weights; afterwards it computes with the learner's."""
+    from dualmode_rl.orchestration.learner_group import LearnerGroup, LearnerPlacement
+    from dualmode_rl.rl.learner import LearnerConfig
+    from dualmode_rl.rollout.weight_transfer.sync import BroadcastSync
+
+    checkpoint = HfEngine(str(tiny_model_dir), SAMPLING, max_model_len=MAX_MODEL_LEN)
+    (group,) = pool.generate([GenerationRequest("g", "What is 4 + 4?", REASONING, n=1)])
+    seq = group.prompt_token_ids + group.samples[0].token_ids
+    tol = network_logprob_tolerance(checkpoint.model, [seq])
+    assert logprob_gap(pool, checkpoint, seq) > 10 * tol  # the perturbed weights of the tests above
+    learner = LearnerGroup(LearnerConfig(model_path=str(tiny_model_dir), beta=0.0, strategy="fsdp2"),
+                           LearnerPlacement(num_workers=2, cpus_per_worker=0.5))
+    sync = BroadcastSync(pool, learner, "gloo", bucket_bytes=256 * 1024, timeout_s=300)
+    try:
+        size = sum(t.numel() * t.element_size() for t in checkpoint.model.parameters())
+        before = object_store_bytes_created(ray_session)
+        sync.update(version=7)
+        assert object_store_bytes_created(ray_session) - before < size / 10
+    finally:
+        sync.close()
+        learner.shutdown()
+    assert pool.ping()[0]["policy_version"] == 7
+    assert logprob_gap(pool, checkpoint, seq) < tol

@@ -76,7 +76,8 @@ def test_two_node_cluster_puts_rollout_and_learner_on_different_nodes(tmp_path, 
     from ray.cluster_utils import Cluster
 
     # One CPU per node: the rollout actor's bundle and the learner rank's bundle (1 CPU each) can only be
-    # placed on different nodes. The weights go from learner to rollout through a file both nodes see.
+    # placed on different nodes. The weights go from learner rank 0 to the engine through vLLM's weight-transfer
+    # API (rollout.weight_transfer auto: the gloo engine), from one node to the other.
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     worker_node = cluster.add_node(num_cpus=1)
     try:
