@@ -7,17 +7,19 @@ most 64 new tokens sampled at T=0.6 / top-p 0.95, the same reward function (`dig
 TRL-convention function that dualmode-rl loads as a plug-in), the same loss (GRPO: group-normalised
 advantages, token-level clipped ratio, k3 KL with `--beta`), one optimizer step per 64 completions
 with the same micro-batch size, AdamW with a constant learning rate and clipping 1.0, fp32, CPU,
-the same number of torch threads in the driver process.
+the same number of torch threads (TRL in the driver process, dualmode-rl in its learner actor).
 
 - dualmode-rl: the components `dualmode-rl train` builds (orchestration/loop.py): a `RolloutPool` with one Ray
-  actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, `Learner.step`, then the weight
-  sync (`--weight-transfer`, default gloo: vLLM's weight-transfer API with dualmode-rl's CPU engine, as
-  `rollout.weight_transfer: auto` picks with a CPU learner; `file` is the safetensors-file path).
+  actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, a `LearnerGroup` with one Ray actor
+  holding the `Learner`, then the weight sync (`--weight-transfer`, default gloo: vLLM's weight-transfer
+  API with dualmode-rl's CPU engine, the learner actor as trainer rank 0, as `rollout.weight_transfer:
+  auto` picks with a CPU learner; `file`: the learner actor writes a safetensors file the engine loads).
   By default with `rollout.max_staleness: 1` (the loop's asynchronous rollout): the next batch is
-  generated while the learner steps, so dualmode-rl trains on samples one update old where TRL's are on-policy; `--max-staleness 0` compares the on-policy loop. The learner
-  uses `algorithm.micro_batch_layout: shared_prompt` (a group's prompt is run once per micro-batch,
-  same log-probs and gradients; `--layout padded` turns it off), and the frozen reference's
-  log-probs of the next batch are computed with the generation, off the learner's path.
+  generated while the learner steps, so dualmode-rl trains on samples one update old where TRL's are
+  on-policy; `--max-staleness 0` compares the on-policy loop. The learner
+  uses `learner.layout: shared_prompt` (a group's prompt is run once per micro-batch, same log-probs
+  and gradients; `--layout padded` turns it off), and the frozen reference's log-probs of the next
+  batch are computed with the generation, off the learner's path (in the learner actor, beside its step).
 - TRL: `GRPOTrainer.train()` with `use_vllm=False`, i.e. transformers `generate`, which is what a user
   reaches for without a separate vLLM server. TRL's defaults of `gradient_checkpointing=True` and
   `bf16=True` are turned off to match (fp32, no recomputation).
@@ -123,8 +125,9 @@ class UnirlSide:
         from dualmode_rl.orchestration.rollout_ahead import RolloutAhead
         from dualmode_rl.rewards.pool import RewardPool
         from dualmode_rl.rewards.registry import load_reward
+        from dualmode_rl.orchestration.learner_group import LearnerGroup, LearnerPlacement
         from dualmode_rl.rl.advantages import get_advantage
-        from dualmode_rl.rl.learner import Learner, LearnerConfig
+        from dualmode_rl.rl.learner import LearnerConfig
         from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
         from dualmode_rl.rollout.pool import PoolPlacement, RolloutPool
 
@@ -139,10 +142,11 @@ class UnirlSide:
                                                         cpu_binds=[args.vllm_bind] if args.vllm_bind else None))
         self.rewards = RewardPool([(load_reward(f"{Path(__file__).resolve()}:digit_share"), 1.0)], num_workers=2)
         self.advantage = get_advantage("grpo")
-        self.learner = Learner(LearnerConfig(
+        self.learner = LearnerGroup(LearnerConfig(
             model_path=str(model_dir), loss="grpo", lr=args.lr, beta=args.beta, max_grad_norm=1.0,
             micro_batch_size=args.micro_batch, micro_batch_tokens=None, layout=args.layout, seed=0,
-            temperatures={"reasoning": TEMPERATURE}))  # as TRL, log-probs of softmax(logits / T)
+            temperatures={"reasoning": TEMPERATURE}),  # as TRL, log-probs of softmax(logits / T)
+            LearnerPlacement(num_workers=1, cpus_per_worker=1, torch_threads=args.threads))
         self.weight_sync = build_weight_sync(load_config(), self.pool, self.learner, args.weight_transfer)
         self.max_staleness = args.max_staleness
         self.ahead = RolloutAhead(self.pool, self.rewards, self.samples, reference=self.learner.reference_logprobs)
@@ -174,6 +178,7 @@ class UnirlSide:
 
         self.weight_sync.close()
         self.pool.shutdown()
+        self.learner.shutdown()
         self.ahead.close()
         self.rewards.close()
         ray.shutdown()
@@ -256,13 +261,13 @@ def parse_args():
     p.add_argument("--beta", type=float, default=0.001, help="KL weight, both sides (> 0 loads a reference model)")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads in this process (both learners, TRL's generation); vLLM pins its own")
+                   help="torch threads of each learner (TRL in this process, ours in its actor) and TRL's generation; vLLM pins its own")
     p.add_argument("--vllm-bind", default=None,
                    help="VLLM_CPU_OMP_THREADS_BIND for the rollout actor, e.g. 0-1; default: vLLM's automatic binding")
     p.add_argument("--max-staleness", type=int, default=1, choices=(0, 1),
                    help="rollout.max_staleness: 1 generates step k+1 while step k trains (the loop's async option)")
     p.add_argument("--layout", default="shared_prompt", choices=("padded", "packed", "shared_prompt"),
-                   help="algorithm.micro_batch_layout of dualmode-rl's learner: shared_prompt runs each group's prompt once")
+                   help="learner.layout of dualmode-rl's learner: shared_prompt runs each group's prompt once")
     p.add_argument("--weight-transfer", default="gloo", choices=("gloo", "file"),
                    help="rollout.weight_transfer: gloo (vLLM's weight-transfer API, dualmode-rl's CPU engine) or file")
     p.add_argument("--quick", action="store_true", help="tiny shape, 4 prompts x 2 x 16 tokens, 1 measured step")
@@ -326,6 +331,8 @@ def settings(args, params: int) -> dict:
             "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
             "vllm_bind": args.vllm_bind or "auto", "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
             "dualmode_rl_rollout": "RolloutPool, 1 Ray actor, vLLM", "weight_transfer": args.weight_transfer,
+            "dualmode_rl_rollout": "RolloutPool, 1 Ray actor, vLLM",
+            "dualmode_rl_learner": "LearnerGroup, 1 Ray actor",
             "trl_generation": "transformers generate (use_vllm=False)",
             "reward": "digit_share (TRL convention; dualmode-rl loads it as a file plug-in)"}
 

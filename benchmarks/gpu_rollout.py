@@ -111,7 +111,8 @@ def separate_gpus(model_dir: Path, args) -> dict:
         trainer = Trainer(model_dir, torch.device("cuda", trainer_gpu))
         nccl = BroadcastSync(pool, LocalTrainer(trainer.weights), "nccl", int(args.bucket_mb * 2**20), 600)
         try:
-            result = compare_updates(pool, trainer, {"file": FileSync(pool, trainer.weights), "nccl": nccl}, args.rounds)
+            file = FileSync(pool, LocalTrainer(trainer.weights).sync_weights_to_file)
+            result = compare_updates(pool, trainer, {"file": file, "nccl": nccl}, args.rounds)
         finally:
             nccl.close()
     finally:
@@ -132,7 +133,8 @@ def colocated(model_dir: Path, args) -> dict:
         ipc = BroadcastSync(pool, LocalTrainer(trainer.weights), "ipc", int(args.bucket_mb * 2**20), 600,
                             colocated=True)
         try:
-            result = compare_updates(pool, trainer, {"file": FileSync(pool, trainer.weights), "ipc": ipc}, args.rounds)
+            file = FileSync(pool, LocalTrainer(trainer.weights).sync_weights_to_file)
+            result = compare_updates(pool, trainer, {"file": file, "ipc": ipc}, args.rounds)
             awake_free = torch.cuda.mem_get_info(gpu)[0]
             start = time.perf_counter()
             with ipc.training():  # what the loop does around the learner step

@@ -135,13 +135,12 @@ class TrlStep:
 
 
 def learner_config(model_dir: Path, args) -> LearnerConfig:
-    bf16 = args.dtype == "bf16"
     return LearnerConfig(
         model_path=str(model_dir), loss=args.loss, beta=args.beta, lr=args.lr, max_grad_norm=1.0,
         micro_batch_size=args.micro_batch if args.micro_batch_tokens is None else None,
         micro_batch_tokens=args.micro_batch_tokens, gradient_checkpointing=args.grad_ckpt, device=args.device,
-        dtype="bfloat16" if bf16 and args.pure_bf16 else "float32",
-        autocast_dtype="bfloat16" if bf16 and not args.pure_bf16 else None)
+        layout="padded", dtype="float32",  # fp32 master weights; bf16: compute under autocast
+        autocast_dtype="bfloat16" if args.dtype == "bf16" else None)
 
 
 def timed(fn, device: str) -> float:
@@ -163,7 +162,6 @@ def parse_args():
     p.add_argument("--min-fraction", type=float, default=0.25,
                    help="completion lengths uniform in [min_fraction*seq_len, seq_len]; 1.0 = all full length")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    p.add_argument("--pure-bf16", action="store_true", help="bf16 parameters instead of fp32 + bf16 autocast")
     p.add_argument("--loss", default="grpo", choices=["grpo", "dapo", "dr_grpo", "agapo"])
     p.add_argument("--beta", type=float, default=None, help="default 0.04 on cpu (with TRL), 0 on cuda")
     p.add_argument("--lr", type=float, default=1e-6)

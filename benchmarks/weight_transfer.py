@@ -4,11 +4,11 @@ engine against the safetensors-file path, side by side in one run, on the same e
 Both paths deliver a learner's fp32 state dict (the tied LM head left out, as the learner exports it)
 to a `RolloutPool` of Ray actors running vLLM on CPU, through the driver-side weight syncs the RL loop
 uses (rollout/weight_transfer/sync.py):
-- engine (`rollout.weight_transfer: gloo`): the driver, as trainer rank 0, streams the tensors over a
-  gloo group in buckets while every vLLM worker receives and loads them; nothing enters the Ray object
-  store.
-- file (`rollout.weight_transfer: file`): the state dict goes into the Ray object store, each actor
-  writes it to a safetensors file in /dev/shm, its workers load the file.
+- engine (`rollout.weight_transfer: gloo`): trainer rank 0 (here the benchmark's process, in training
+  learner rank 0's actor) streams the tensors over a gloo group in buckets while every vLLM worker
+  receives and loads them; nothing enters the Ray object store.
+- file (`rollout.weight_transfer: file`): trainer rank 0 writes the weights to one safetensors file in
+  /dev/shm, each actor's workers load the file.
 Both end with the same CPU re-packing of vLLM's GEMM weights. Every round sends freshly perturbed
 weights; the first round of each path (group formation, restoring vLLM's full CPU weights) is a
 warm-up and not counted; the two paths alternate so load from other processes hits both alike;
@@ -97,7 +97,7 @@ def main() -> None:
                                           max_model_len=MAX_MODEL_LEN, seed=0, gpu_memory_utilization=MEMORY_SHARE,
                                           weight_transfer="gloo"),
                        placement=PoolPlacement(num_cpus_per_worker=1))
-    paths = {"file": FileSync(pool, trainer.weights),
+    paths = {"file": FileSync(pool, LocalTrainer(trainer.weights).sync_weights_to_file),
              "engine": BroadcastSync(pool, LocalTrainer(trainer.weights), "gloo", int(args.bucket_mb * 2**20), 600)}
     times: dict[str, list[float]] = {name: [] for name in paths}
     version = 0

@@ -181,11 +181,11 @@ def learner_step(cfg: DualModeConfig, groups: list[RolloutGroup], rows: list[dic
     from dualmode_rl.rl.advantages import get_advantage
     from dualmode_rl.rl.learner import Learner
 
-    from .components import build_reward_pool, overlong_rules
-    from .loop import learner_config
+    from .components import build_reward_pool, learner_config, overlong_rules
 
-    config = learner_config(cfg, cfg.model_path)
-    config = replace(config, beta=config.beta or 1e-3)  # the reference is loaded even at beta 0, to measure the KL
+    # One rank in this process: ddp (fsdp2 needs a process group; the arithmetic checked here is the same).
+    # The reference is loaded even at beta 0, to measure the KL.
+    config = replace(learner_config(cfg), strategy="ddp", beta=learner_config(cfg).beta or 1e-3)
     learner = Learner(config)
     pool = build_reward_pool(cfg)
     try:
@@ -212,7 +212,7 @@ def learner_step(cfg: DualModeConfig, groups: list[RolloutGroup], rows: list[dic
 
 def checkpoint_round_trip(cfg: DualModeConfig, learner, tokenizer, dataset_size: int) -> None:
     """Saves a checkpoint as training does into a temporary folder and resumes from it as training does: a
-    new Learner on the saved policy with the saved training state. Weights, optimizer state, step, sampler
+    new Learner from the SFT checkpoint with the saved training state. Weights, optimizer state, step, sampler
     position and RNG streams must come back equal."""
     from dualmode_rl.rl.learner import Learner
 
@@ -226,20 +226,24 @@ def checkpoint_round_trip(cfg: DualModeConfig, learner, tokenizer, dataset_size:
         if problem := checkpoint_problem(checkpoint):
             raise CheckFailed(problem)
         expected = {"weights": {k: v.clone() for k, v in learner.export_weights().items()},
-                    "state": copy.deepcopy(learner.state_dict())}
-        config = replace(learner.config, model_path=str(checkpoint / "policy"), ref_model_path=cfg.model_path)
-        restored = Learner(config)
+                    "state": copy.deepcopy(_training_state(learner))}
+        restored = Learner(learner.config)  # from the SFT checkpoint, as a resumed run's learner starts
         restored.load_training_state(checkpoint / "trainer")
         if _draws() != after_save:
             raise CheckFailed("RNG states (Python, NumPy, torch) do not come back equal")
         weights = restored.export_weights()
         if weights.keys() != expected["weights"].keys() or not all(weights[k].equal(v) for k, v in expected["weights"].items()):
             raise CheckFailed("the saved policy weights do not load back equal")
-        if not _equal(restored.state_dict(), expected["state"]):
+        if not _equal(_training_state(restored), expected["state"]):
             raise CheckFailed("optimizer, scheduler or step state does not load back equal")
         state = load_loop_state(checkpoint)
         if state.step != 1 or PromptSampler(dataset_size, cfg.train.seed, **state.sampler).next(4) != sampler.next(4):
             raise CheckFailed("the sampler position does not load back: the next prompts differ")
+
+
+def _training_state(learner) -> dict:
+    return {"optimizer": learner.optimizer.state_dict(), "scheduler": learner.scheduler.state_dict(),
+            "global_step": learner.global_step}
 
 
 def _draws() -> tuple:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from dualmode_rl.atomic import atomic_path, write_text_atomic
+from dualmode_rl.rl.learner import DCP_DIR
 
 STATE_FILE = "loop_state.json"
 LATEST = "latest"
@@ -82,9 +83,8 @@ def save_checkpoint(run_dir: Path, state: LoopState, learner, tokenizer, metrics
     final = root / f"step_{state.step:06d}"
     with atomic_path(final) as tmp:
         tmp.mkdir()
-        learner.save_pretrained(tmp / "policy")
+        learner.save(tmp)  # policy/ and trainer/
         tokenizer.save_pretrained(tmp / "policy")
-        learner.save_training_state(tmp / "trainer")
         if metrics_file.exists():
             shutil.copy2(metrics_file, tmp / metrics_file.name)
         (tmp / STATE_FILE).write_text(json.dumps(asdict(state)))
@@ -119,6 +119,8 @@ def checkpoint_problem(checkpoint: Path) -> str | None:
     for path in files:
         if problem := torch_file_problem(path):
             return f"{path}: {problem}"
+    if not (trainer / DCP_DIR / ".metadata").is_file():
+        return f"{trainer / DCP_DIR}: no distributed checkpoint (.metadata)"
     return None
 
 

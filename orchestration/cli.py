@@ -1,4 +1,4 @@
-"""The `dualmode-rl` command: bootstrap, eval, verify, filter, train, check, report, demo."""
+"""The `dualmode-rl` command: bootstrap, eval, verify, filter, train, check, plan, report, demo."""
 from __future__ import annotations
 
 import argparse
@@ -102,6 +102,13 @@ def cmd_check(args) -> int:
     return run_check(_config(args))
 
 
+def cmd_plan(args) -> int:
+    from .plan import plan
+
+    print(plan(_config(args), gpu_memory_gib=args.gpu_memory_gib))
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import write_report
 
@@ -165,6 +172,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="with --resume: accept model, data or algorithm settings that differ from the run's config.yaml")
     p = command("check", cmd_check, "check a config, model, rewards, checkpointing and one learner step before a long run")
     p.add_argument("--model")
+    p = command("plan", cmd_plan, "memory per GPU of the learner and vLLM for a config (reads config.json, no weights)")
+    p.add_argument("--model", help="model folder (default: the config's model)")
+    p.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU (default: 80)")
     p = command("report", cmd_report, "write a Markdown report with plots for a run", config=False)
     p.add_argument("run_dir")
     p.add_argument("--smoothing", type=float, default=0.6,

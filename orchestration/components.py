@@ -1,13 +1,16 @@
-"""Builds the rollout engine settings, an in-process engine, the weight sync and the reward pool from the config."""
+"""Builds from the config: the rollout engine settings, an in-process engine, the weight sync, the reward
+pool, the learner's settings and placement."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 
 from dualmode_rl.rewards.pool import RewardPool
 from dualmode_rl.rewards.registry import load_reward
+from dualmode_rl.rl.learner import LearnerConfig
 from dualmode_rl.rl.overlong import OverlongRule
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 from dualmode_rl.rollout.registry import build_engine
@@ -15,6 +18,9 @@ from dualmode_rl.rollout.types import MODES, Engine
 
 from .checkpoint import check_model_folder
 from .config import CPU_MAX_MODEL_LEN, VLLM_ONLY, ConfigError, DualModeConfig, RewardSpec
+from .learner_group import LearnerPlacement
+
+log = logging.getLogger(__name__)
 
 
 def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingConfig:
@@ -29,6 +35,13 @@ def sampling_config(cfg: DualModeConfig, evaluation: bool = False) -> SamplingCo
                                    top_k=non_reasoning.top_k),
         seed=cfg.train.seed,
     )
+
+
+def warn_if_sampling_truncated(cfg: DualModeConfig) -> None:
+    for mode in MODES:
+        if sampling_config(cfg).for_mode(mode).truncated:
+            log.warning("rollout.%s samples with top-p/top-k: the learner scores the full softmax(logits / T), not "
+                        "the sampler's distribution (mismatch/logprob_abs shows by how much)", mode)
 
 
 def max_model_len(cfg: DualModeConfig, model_path: str | Path | None = None) -> int:
@@ -90,6 +103,14 @@ def check_engine_fits_model(cfg: DualModeConfig, model_path: str | Path) -> None
                           f"{heads} attention heads ({config_file})")
 
 
+def learner_device(cfg: DualModeConfig) -> str:
+    """Where the learner ranks compute: learner.device, "auto" being the GPU when each rank's bundle has one."""
+    device = cfg.learner.device
+    if device != "auto":
+        return device
+    return "cuda" if cfg.learner.gpus_per_worker > 0 else "cpu"
+
+
 def weight_transfer_backend(cfg: DualModeConfig, learner_device: str) -> str:
     """rollout.weight_transfer with "auto" resolved: vLLM's nccl / ipc when the learner is on a GPU,
     dualmode-rl's gloo engine otherwise; the "hf" engine loads files."""
@@ -108,30 +129,16 @@ def weight_transfer_backend(cfg: DualModeConfig, learner_device: str) -> str:
 
 
 def build_weight_sync(cfg: DualModeConfig, pool, learner, backend: str):
-    """The driver's weight sync (rollout/weight_transfer/sync.py); the learner is trainer rank 0."""
-    from dualmode_rl.rollout.weight_transfer.sync import BroadcastSync, FileSync, LocalTrainer
+    """The driver's weight sync (rollout/weight_transfer/sync.py). `learner`: the LearnerGroup, whose rank 0
+    is trainer rank 0 of vLLM's weight-transfer group, or for "file" writes the weight file."""
+    from dualmode_rl.rollout.weight_transfer.sync import BroadcastSync, FileSync
 
     r = cfg.rollout
-    weights = lambda: policy_weights(learner)  # noqa: E731
     colocated = r.placement == "colocated"
     if backend == "file":
-        return FileSync(pool, weights, colocated)
-    return BroadcastSync(pool, LocalTrainer(weights), backend, int(r.weight_transfer_bucket_mb * 2**20),
+        return FileSync(pool, learner.sync_weights_to_file, colocated)
+    return BroadcastSync(pool, learner, backend, int(r.weight_transfer_bucket_mb * 2**20),
                          r.weight_transfer_timeout_s, colocated)
-
-
-def policy_weights(learner) -> dict:
-    """What an update sends: the whole policy, or with LoRA only the merged modules LoRA changed."""
-    weights = learner.export_weights(merged=True)
-    if learner.config.lora is None:
-        return weights
-    adapted = {_module_weight(name) for name in learner.export_weights(merged=False)}
-    return {name: t for name, t in weights.items() if name in adapted}
-
-
-def _module_weight(peft_name: str) -> str:
-    """PEFT's `base_model.model.<module>.lora_A.weight` -> `<module>.weight`."""
-    return peft_name.removeprefix("base_model.model.").split(".lora_")[0] + ".weight"
 
 
 def build_local_engine(cfg: DualModeConfig, model_path: str | Path, evaluation: bool = False) -> Engine:
@@ -177,3 +184,34 @@ def overlong_rules(cfg: DualModeConfig) -> dict[str, OverlongRule]:
     return {mode: OverlongRule(getattr(a.overlong, mode), getattr(cfg.rollout, mode).max_tokens,
                                getattr(a.overlong_buffer, mode))
             for mode in MODES if getattr(a.overlong, mode) != "none"}
+
+
+# learner.* keys that place the learner group rather than configure each rank's LearnerConfig
+PLACEMENT_KEYS = ("num_workers", "gpus_per_worker", "cpus_per_worker", "torch_threads")
+
+
+def off_policy_correction(cfg: DualModeConfig) -> str:
+    """learner.off_policy_correction, with "auto" made concrete: truncated importance sampling for AGAPO
+    whenever samples can be off-policy (asynchronous rollout, several optimizer steps per batch)."""
+    chosen = cfg.learner.off_policy_correction
+    if chosen != "auto":
+        return chosen
+    off_policy = cfg.rollout.max_staleness > 0 or cfg.learner.steps_per_batch > 1
+    return "tis" if cfg.algorithm.loss == "agapo" and off_policy else "none"
+
+
+def learner_config(cfg: DualModeConfig) -> LearnerConfig:
+    """Every rank's LearnerConfig: learner.* one to one, the loss settings
+    from algorithm.*, the sampling temperatures from rollout.*. The learner always starts from the SFT
+    checkpoint, also the reference; a resumed run then loads its trained weights (LearnerGroup.load)."""
+    a, section = cfg.algorithm, cfg.learner.model_dump(exclude=set(PLACEMENT_KEYS))
+    section.update(off_policy_correction=off_policy_correction(cfg))
+    return LearnerConfig(
+        model_path=cfg.model_path, **section, loss=a.loss, beta=a.beta, loss_agg=a.loss_aggregation,
+        epsilon_low=a.epsilon_low, epsilon_high=a.epsilon_high, max_completion_length=a.max_completion_length,
+        seed=cfg.train.seed, total_steps=cfg.train.steps,
+        temperatures={mode: getattr(cfg.rollout, mode).temperature for mode in MODES})
+
+
+def learner_placement(cfg: DualModeConfig) -> LearnerPlacement:
+    return LearnerPlacement(**{key: getattr(cfg.learner, key) for key in PLACEMENT_KEYS})

@@ -1,18 +1,24 @@
 """One YAML file validated into typed objects, with `key.sub=value` overrides from the command line."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from dualmode_rl.atomic import write_text_atomic
 from dualmode_rl.constants import MODES, NON_REASONING, REASONING, RECOMMENDED_TEMPERATURE
+from dualmode_rl.plugins import is_plugin_spec
+from dualmode_rl.rl.learner import LearnerConfig
+from dualmode_rl.rl.policy import LoraSettings
 from dualmode_rl.rollout.placement import plan_engine
 from dualmode_rl.rollout.registry import check_engine_name
 
 
+_LEARNER = {f.name: f.default for f in dataclasses.fields(LearnerConfig)}  # the one set of learner defaults
+_LORA = LoraSettings()
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 CPU_MAX_MODEL_LEN = 32768
 
@@ -137,6 +143,9 @@ class RolloutConfig(Section):
     weight_transfer: Literal["auto", "file", "gloo", "nccl", "ipc"] = "auto"
     weight_transfer_bucket_mb: float = Field(256, gt=0)  # streamed in buckets of this size
     weight_transfer_timeout_s: float = Field(1800, gt=0)  # longest wait in a rendezvous or broadcast
+    # "file": where learner rank 0 writes the weight file; null: /dev/shm when writable with room, else
+    # the temp dir. With learner and rollout actors on different machines, a folder every machine mounts.
+    weight_file_dir: str | None = None
 
     _known_engine = field_validator("engine")(check_engine_name)
 
@@ -216,17 +225,15 @@ class OverlongBufferConfig(PerMode):
 
 
 class AlgorithmConfig(Section):
-    advantage: str = "agapo"
-    loss: str = "agapo"
-    beta: float = Field(1e-3, ge=0)  # weight of the sequence-level KL to the SFT reference
-    learning_rate: float = Field(1e-4, gt=0)
-    max_grad_norm: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(64, gt=0)
-    # "shared_prompt" runs each group's prompt once per micro-batch (rl/micro_batches.py), same gradients:
-    # learner steps 23% faster on the demo model, 22% on a 30M one. "padded" may win with very long
-    # completions (its attention skips the mask); "packed" with flash attention on GPUs.
-    micro_batch_layout: Literal["padded", "packed", "shared_prompt"] = "shared_prompt"
-    loss_aggregation: Literal["token_sum", "token_mean", "seq_token_mean"] = "token_sum"  # AGAPO as printed: token_sum
+    advantage: str = "agapo"  # a key of rl.advantages.ADVANTAGES, or a plug-in "file.py:fn" / "module:fn"
+    # Keyword parameters of the advantage estimator, e.g. {all_incorrect_advantage: -0.2} for agapo_neg.
+    advantage_params: dict[str, float | int | bool] = {}
+    loss: str = "agapo"  # a key of rl.losses.LOSSES, or a plug-in "file.py:fn" / "module:fn"
+    beta: float = Field(_LEARNER["beta"], ge=0)  # weight of the sequence-level KL to the SFT reference
+    loss_aggregation: Literal["token_sum", "token_mean", "seq_token_mean"] = _LEARNER["loss_agg"]  # AGAPO as printed: token_sum
+    epsilon_low: float = Field(_LEARNER["epsilon_low"], ge=0)  # GRPO/DAPO/Dr. GRPO ratio clip
+    epsilon_high: float | None = Field(_LEARNER["epsilon_high"], ge=0)  # None: epsilon_low (DAPO: 0.28)
+    max_completion_length: int | None = Field(_LEARNER["max_completion_length"], gt=0)  # Dr. GRPO; None: the batch's longest
     # AGAPO's global stage over the whole batch (as printed) or within each mode, so long reasoning rollouts do
     # not set the scale of non-reasoning ones (rl/advantages.py). GRPO, Dr. GRPO and RLOO have none: ignored.
     normalize: Literal["batch", "mode"] = "batch"
@@ -239,14 +246,101 @@ class AlgorithmConfig(Section):
     overlong: OverlongConfig = OverlongConfig()
     overlong_buffer: OverlongBufferConfig = OverlongBufferConfig()
 
+    @field_validator("loss", "advantage")
+    @classmethod
+    def _registered(cls, name: str, info: ValidationInfo) -> str:
+        from dualmode_rl.rl.advantages import ADVANTAGES
+        from dualmode_rl.rl.losses import LOSSES
+
+        registry = {"loss": LOSSES, "advantage": ADVANTAGES}[info.field_name]
+        if name not in registry and not is_plugin_spec(name):  # a plug-in is loaded and checked by preflight
+            raise ValueError(f"unknown {info.field_name} '{name}'; known: {sorted(registry)}, "
+                             "or a plug-in 'file.py:fn' / 'module:fn'")
+        return name
+
+    @model_validator(mode="after")
+    def _advantage_params_apply(self):
+        import inspect
+
+        import torch
+
+        from dualmode_rl.rl.advantages import ADVANTAGES, get_advantage
+
+        if self.advantage not in ADVANTAGES:  # a plug-in: its parameters are checked when preflight loads it
+            return self
+        accepted = list(inspect.signature(ADVANTAGES[self.advantage]).parameters)[1:]  # after `rewards`
+        for key in self.advantage_params:
+            if key not in accepted:
+                raise ValueError(f"advantage_params.{key}: not a parameter of advantage '{self.advantage}' "
+                                 f"(it takes {accepted})")
+        try:  # the estimator's own checks of its parameters, on a one-prompt batch
+            get_advantage(self.advantage, normalize=self.normalize, **self.advantage_params)(torch.tensor([[0.0, 1.0]]))
+        except ValueError as err:
+            raise ValueError(f"advantage_params: {err}") from None
+        return self
+
+
+class LoraSection(Section):
+    r: int = Field(_LORA.r, gt=0)
+    alpha: int = Field(_LORA.alpha, gt=0)
+    dropout: float = Field(_LORA.dropout, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: list(_LORA.target_modules), min_length=1)
+
 
 class LearnerSection(Section):
-    # Off-policy correction against the sampler's log-probs (rl/off_policy.py). auto: tis when
-    # rollout.max_staleness > 0 (samples one update old), else none.
+    """The learner group and every LearnerConfig setting (rl/learner.py, which holds the defaults and
+    documents each). Keys are LearnerConfig's field names."""
+
+    # Placement: num_workers ranks (Ray actors in one placement group, one torch.distributed group).
+    num_workers: int = Field(1, gt=0)
+    gpus_per_worker: float = Field(0, ge=0, le=1)  # GPU clusters: 1 (one rank per GPU)
+    cpus_per_worker: float = Field(1, gt=0)
+    # torch threads per rank (0: torch's default). On small CPU machines a vLLM actor holds a core.
+    torch_threads: int = Field(1, ge=0)
+    strategy: Literal["ddp", "fsdp2"] = _LEARNER["strategy"]
+    device: str = _LEARNER["device"]  # auto | cpu | cuda
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = _LEARNER["dtype"]
+    autocast_dtype: Literal["float32", "bfloat16", "float16"] | None = _LEARNER["autocast_dtype"]
+    lr: float = Field(_LEARNER["lr"], gt=0)
+    lr_schedule: Literal["constant", "constant_with_warmup", "linear", "cosine"] = _LEARNER["lr_schedule"]
+    warmup_steps: int = Field(_LEARNER["warmup_steps"], ge=0)
+    weight_decay: float = Field(_LEARNER["weight_decay"], ge=0)
+    adam_betas: tuple[float, float] = _LEARNER["adam_betas"]
+    adam_eps: float = Field(_LEARNER["adam_eps"], gt=0)
+    max_grad_norm: float | None = Field(_LEARNER["max_grad_norm"], gt=0)  # None: no clipping
+    gradient_checkpointing: bool = _LEARNER["gradient_checkpointing"]
+    micro_batch_tokens: int | None = Field(_LEARNER["micro_batch_tokens"], gt=0)
+    micro_batch_size: int | None = Field(_LEARNER["micro_batch_size"], gt=0)
+    # "shared_prompt" runs each group's prompt once per micro-batch (rl/micro_batches.py), same gradients:
+    # learner steps 23% faster on the demo model, 22% on a 30M one (needs sdpa). "packed" with
+    # flash_attention_2 is the long-sequence GPU path (no dense masks); "padded" the plain one.
+    layout: Literal["padded", "packed", "shared_prompt"] = _LEARNER["layout"]
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"] = \
+        _LEARNER["attn_implementation"]
+    chunk_tokens: int = Field(_LEARNER["chunk_tokens"], gt=0)  # tokens per chunk of the LM head + log-softmax
+    steps_per_batch: int = Field(_LEARNER["steps_per_batch"], ge=1)
+    # Off-policy correction against the sampler's log-probs (rl/off_policy.py). auto: tis with the agapo
+    # loss when samples can be off-policy (rollout.max_staleness > 0 or steps_per_batch > 1), else none.
     off_policy_correction: Literal["auto", "tis", "mis", "none"] = "auto"
-    off_policy_cap: float = Field(2.0, gt=1)  # tis: weight min(ratio, cap); mis: ratio outside [1/cap, cap] dropped
-    off_policy_level: Literal["sequence", "token"] = "sequence"  # sequence: unbiased below the cap
-    fp32_lm_head: bool = True  # LM head and log-softmax in fp32 when the model runs in bf16
+    off_policy_cap: float = Field(_LEARNER["off_policy_cap"], gt=1)  # tis: weight min(ratio, cap); mis: ratio outside [1/cap, cap] dropped
+    off_policy_level: Literal["sequence", "token"] = _LEARNER["off_policy_level"]  # sequence: unbiased below the cap
+    fp32_lm_head: bool = _LEARNER["fp32_lm_head"]  # LM head and log-softmax in fp32 when the model runs in bf16
+    lora: LoraSection | None = None  # e.g. {r: 16, alpha: 32}; null: full fine-tuning
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if device != "auto" and device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"'{device}' is not auto, cpu, cuda or cuda:N")
+        return device
+
+    @model_validator(mode="after")
+    def _placement_fits(self):
+        if self.device.startswith("cuda") and not self.gpus_per_worker:
+            raise ValueError(f"device '{self.device}' needs gpus_per_worker > 0 (Ray gives an actor no GPU otherwise)")
+        if self.num_workers > 1 and 0 < self.gpus_per_worker < 1:
+            raise ValueError(f"gpus_per_worker {self.gpus_per_worker}: several ranks may not share one GPU (NCCL); use 1")
+        return self
 
 
 class DatasetEntry(Section):
@@ -288,8 +382,6 @@ class TrainConfig(Section):
     prompts_per_step: int = Field(16, gt=0)  # B
     save_every: int = Field(10, gt=0)
     seed: int = 0
-    # The learner runs in the driver; on small CPU machines a vLLM actor holds a core (see BootstrapConfig).
-    torch_threads: int = Field(1, ge=0)  # 0 = all cores
     # Every eval_every steps (and at the last), pass@1 per mode on the first eval_limit problems of the test
     # split, as `dualmode-rl eval` scores them (eval.*), on the rollout workers: logged as eval/<mode>/accuracy.
     # Those steps are checkpointed, so the best (best_checkpoint.json) always exists. None: no evaluation.
@@ -343,6 +435,18 @@ class DualModeConfig(Section):
             if buffer is not None and buffer > max_tokens:
                 raise ValueError(f"config key 'algorithm.overlong_buffer.{mode}': {buffer} exceeds "
                                  f"rollout.{mode}.max_tokens={max_tokens}")
+        return self
+
+    @model_validator(mode="after")
+    def _learner_settings_agree(self):
+        """The rules across sections (loss vs off-policy correction, layout vs attention, ...), as the
+        learner will check them: before any Ray actor starts."""
+        from .components import learner_config
+
+        try:
+            learner_config(self)
+        except ValueError as err:  # LearnerConfig's field names are the learner.* keys
+            raise ValueError(str(err).replace("LearnerConfig", "learner")) from None
         return self
 
 

@@ -38,9 +38,12 @@ from .metrics import ERRORS_FILE
 
 log = logging.getLogger(__name__)
 PROBE_ROW = {"prompt": "What is 12 + 7?"}
-# What makes a resumed run the same run: its model, its data and their order, its algorithm.
+# What makes a resumed run the same run: its model, its data and their order, its algorithm (the
+# optimisation settings of learner.* included; its placement, strategy and micro-batching may change).
 RESUME_KEYS = ("model", "data", "algorithm", "rewards.rewards", "train.seed", "train.prompts_per_step",
-               "rollout.samples_per_prompt")
+               "rollout.samples_per_prompt", *(f"learner.{key}" for key in (
+                   "lr", "lr_schedule", "warmup_steps", "weight_decay", "adam_betas", "adam_eps", "max_grad_norm",
+                   "steps_per_batch", "off_policy_correction", "off_policy_cap", "off_policy_level", "lora")))
 RESUME_MODES = ("no", "yes", "auto")
 
 

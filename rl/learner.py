@@ -1,9 +1,11 @@
 """The learner: policy-gradient steps on a TrainingBatch, weight export, training state.
 
-Data parallel: start N processes with a torch.distributed process group (gloo on CPU, nccl on
-GPU) and give every learner the SAME full TrainingBatch; each takes its token-balanced shard,
-normalises by batch-wide totals, and gradients are summed, so N learners make the same update
-as one.
+Data parallel: N processes in one torch.distributed process group (gloo on CPU, nccl on GPU; the
+learner group in orchestration/learner_group.py starts them) each get the SAME full TrainingBatch,
+take their token-balanced shard and normalise by batch-wide totals; gradients are summed, so N
+learners make the same update as one. Strategy "ddp": every rank holds the whole model and the
+gradients are all-reduced before the optimizer step. Strategy "fsdp2": parameters, gradients and
+optimizer state are sharded with torch's `fully_shard` (each decoder layer, then the root).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -26,13 +29,14 @@ from dualmode_rl.rl.policy import LoraSettings, Policy, torch_dtype
 from dualmode_rl.rl.token_logprobs import DEFAULT_CHUNK_TOKENS
 
 STATE_FILE = "learner_state.pt"
+DCP_DIR = "dcp"  # torch.distributed.checkpoint folder: master weights and optimizer state, every rank's shard
 SCHEDULES = ("constant", "constant_with_warmup", "linear", "cosine")
+STRATEGIES = ("ddp", "fsdp2")
 
 
 @dataclass
 class LearnerConfig:
     model_path: str
-    ref_model_path: str | None = None  # frozen reference; default model_path (set it when resuming full fine-tuning)
     loss: str = "agapo"  # key of rl.losses.LOSSES, or a plug-in "file.py:fn" / "module:fn"
     lr: float = 1e-6
     beta: float = 1e-3  # KL weight; 0 skips the reference model entirely
@@ -46,12 +50,16 @@ class LearnerConfig:
     micro_batch_tokens: int | None = 4096  # model positions (padding included) per forward/backward
     micro_batch_size: int | None = None  # or/and at most this many sequences per micro-batch
     gradient_checkpointing: bool = False
-    layout: str = "padded"  # "padded", "packed" (padding-free) or "shared_prompt" (a group's prompt run once); see rl.micro_batches
+    # "shared_prompt" runs a group's prompt once per micro-batch (same gradients, a fifth less compute on
+    # CPU, needs sdpa); "packed" (padding-free, flash-attention varlen on GPUs) is the long-sequence path;
+    # "padded" the plain one. See rl.micro_batches.
+    layout: str = "shared_prompt"
     lora: LoraSettings | None = None
     seed: int = 0
-    dtype: str = "float32"  # parameter dtype
-    autocast_dtype: str | None = None  # e.g. "bfloat16" for mixed precision with fp32 parameters
-    device: str = "cpu"
+    dtype: str = "auto"  # the checkpoint's weight dtype ("auto": read from it); updated weights are fp32 masters
+    autocast_dtype: str | None = None  # compute dtype; None: `dtype` (so bf16 checkpoints compute in bf16)
+    device: str = "auto"  # "auto": the GPU when one is visible, else the CPU
+    strategy: str = "ddp"  # "ddp" (replicated, gradients all-reduced) or "fsdp2" (sharded, torch fully_shard)
     steps_per_batch: int = 1  # optimizer steps per batch, each over the whole batch
     loss_agg: str = "token_sum"  # AGAPO only: token_sum | token_mean | seq_token_mean (see rl.losses)
     epsilon_low: float = 0.2
@@ -93,14 +101,19 @@ class LearnerConfig:
             raise ValueError(f"LearnerConfig.lr_schedule: '{self.lr_schedule}' is not one of {SCHEDULES}")
         if self.lr_schedule in ("linear", "cosine") and not self.total_steps:
             raise ValueError(f"LearnerConfig.total_steps is required by lr_schedule '{self.lr_schedule}'")
-        if self.lora is not None and self.ref_model_path not in (None, self.model_path):
-            raise ValueError("LearnerConfig: with LoRA the reference is model_path with adapters disabled; "
-                             "ref_model_path must be unset")
         if self.layout not in LAYOUTS:
             raise ValueError(f"LearnerConfig.layout: unknown '{self.layout}'; known: {LAYOUTS}")
+        if self.layout == "shared_prompt" and self.attn_implementation != "sdpa":
+            raise ValueError(f"LearnerConfig.layout 'shared_prompt' needs attn_implementation 'sdpa' (its tree masks), "
+                             f"got '{self.attn_implementation}'; use layout 'packed' with flash attention")
         if self.micro_batch_tokens is None and self.micro_batch_size is None:
             raise ValueError("LearnerConfig: set micro_batch_tokens or micro_batch_size")
-        torch_dtype(self.dtype)
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"LearnerConfig.strategy: '{self.strategy}' is not one of {STRATEGIES}")
+        if self.device != "auto":
+            torch.device(self.device)
+        if self.dtype != "auto":
+            torch_dtype(self.dtype)
         if self.autocast_dtype is not None:
             torch_dtype(self.autocast_dtype)
 
@@ -108,6 +121,13 @@ class LearnerConfig:
         return LossSettings(beta=self.beta, epsilon_low=self.epsilon_low, epsilon_high=self.epsilon_high,
                             loss_agg=self.loss_agg, off_policy_correction=self.off_policy_correction or "none",
                             off_policy_cap=self.off_policy_cap, off_policy_level=self.off_policy_level)
+
+
+def resolve_device(name: str) -> torch.device:
+    """"auto": the first visible GPU (a Ray actor sees only the GPUs of its bundle), else the CPU."""
+    if name == "auto":
+        return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(name)
 
 
 def _validate(batch: TrainingBatch) -> None:
@@ -137,26 +157,29 @@ def _validate(batch: TrainingBatch) -> None:
 class Learner:
     def __init__(self, config: LearnerConfig):
         self.config = config
+        self.device = resolve_device(config.device)
+        self.sharded = config.strategy == "fsdp2"
+        if self.sharded and not data_parallel.initialized():
+            raise ValueError("LearnerConfig.strategy 'fsdp2' needs an initialised torch.distributed process group "
+                             "(orchestration.learner_group starts one; one rank is fine)")
         torch.manual_seed(config.seed)  # identical LoRA initialisation on every data-parallel rank
         self.policy = Policy(
-            config.model_path, dtype=config.dtype, device=config.device, lora=config.lora,
+            config.model_path, dtype=config.dtype, device=self.device, lora=config.lora,
             gradient_checkpointing=config.gradient_checkpointing, need_reference=config.beta != 0.0,
             attn_implementation=config.attn_implementation, chunk_tokens=config.chunk_tokens,
             fp32_lm_head=config.fp32_lm_head)
-        if config.ref_model_path not in (None, config.model_path) and config.beta != 0.0:
-            from transformers import AutoModelForCausalLM
-
-            self.policy.ref_model = AutoModelForCausalLM.from_pretrained(
-                config.ref_model_path, dtype=torch_dtype(config.dtype),
-                attn_implementation=config.attn_implementation).to(config.device).eval().requires_grad_(False)
+        compute = torch_dtype(config.autocast_dtype or self.policy.dtype)
+        self.autocast_dtype = compute if compute.itemsize < 4 else None  # autocast: 16-bit compute only
+        if self.sharded:
+            self.policy.shard(self.autocast_dtype)
         self.params = self.policy.trainable_parameters()
-        self._broadcast_parameters()
+        if not self.sharded:
+            self._broadcast_parameters()
         self.optimizer = torch.optim.AdamW(self.params, lr=config.lr, betas=config.adam_betas,
                                            eps=config.adam_eps, weight_decay=config.weight_decay)
         self.scheduler = self._make_scheduler()
         self.loss_fn = get_loss(config.loss)
         self.settings = config.loss_settings()
-        self.autocast_dtype = torch_dtype(config.autocast_dtype) if config.autocast_dtype else None
         self.global_step = 0
 
     def _make_scheduler(self):
@@ -179,20 +202,27 @@ class Learner:
 
     # ---- one batch -----------------------------------------------------------------------
 
-    def _micro_batches(self, batch: TrainingBatch) -> list[MicroBatch]:
+    def _micro_batches(self, batch: TrainingBatch) -> tuple[list[MicroBatch], int]:
+        """This rank's micro-batches and how many of them are real. Under FSDP2 every rank must run as many
+        forward/backward passes (each one gathers and reduce-scatters), so the short ranks get
+        passes over the batch's first sequence that contribute nothing."""
         world_size, rank = data_parallel.world()
         lengths = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
         micro = self._plan(batch.prompt_ids, batch.completion_ids, shard_for_rank(lengths, world_size, rank))
         if batch.loss_mask is not None:  # the loss, its ratios and the metrics all weigh tokens by mb.mask
             for mb in micro:
                 mb.mask = mb.mask * mb.padded_values(batch.loss_mask)
-        return micro
+        real = len(micro)
+        if self.sharded:
+            padding = data_parallel.max_value(real, self.device) - real
+            micro += self._plan(batch.prompt_ids, batch.completion_ids, [0])[:1] * padding
+        return micro, real
 
     def _plan(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], indices: list[int]) -> list[MicroBatch]:
         lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
         groups = plan_micro_batches(lengths, indices, self.config.micro_batch_tokens, self.config.micro_batch_size,
                                     self.config.layout)
-        return [build_micro_batch(prompt_ids, completion_ids, g, self.config.layout, device=self.config.device)
+        return [build_micro_batch(prompt_ids, completion_ids, g, self.config.layout, device=self.device)
                 for g in groups]
 
     def _norm(self, batch: TrainingBatch) -> LossNorm:
@@ -208,9 +238,9 @@ class Learner:
         grad_norm is the mean over the optimizer steps."""
         started = time.perf_counter()
         _validate(batch)
-        micro = self._micro_batches(batch)
+        micro, real = self._micro_batches(batch)
         norm = self._norm(batch)
-        advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=self.config.device)
+        advantages = torch.tensor(batch.advantages, dtype=torch.float32, device=self.device)
         refs = [None] * len(micro)
         temperatures = [self._token_temperatures(batch.modes, mb) for mb in micro]
         if self.settings.beta != 0.0:
@@ -234,6 +264,9 @@ class Learner:
             for j, mb in enumerate(micro):
                 logprobs, entropy = self.policy.token_logprobs(mb, autocast_dtype=self.autocast_dtype,
                                                                temperature=temperatures[j])
+                if j >= real:  # FSDP2 padding pass: same collectives, no contribution
+                    (logprobs.sum() * 0.0).backward()
+                    continue
                 if keep_first_pass and olds[j] is None:
                     olds[j] = logprobs.detach()
                 inputs = LossInputs(logprobs=logprobs, mask=mb.mask, advantages=advantages[mb.sequence_indices],
@@ -250,8 +283,8 @@ class Learner:
             if update == 0:
                 first_pass = dict(sums)
             grad_norms.append(self._optimizer_step())
-        metrics = data_parallel.sum_values(first_pass, torch.device(self.config.device))
-        metrics.update(data_parallel.max_values(maxima, torch.device(self.config.device)))
+        metrics = data_parallel.sum_values(first_pass, self.device)
+        metrics.update(data_parallel.max_values(maxima, self.device))
         metrics.update(grad_norm=sum(grad_norms) / len(grad_norms), lr=self.scheduler.get_last_lr()[0],
                        num_tokens=float(norm.num_tokens), num_sequences=float(norm.num_sequences),
                        step_time_s=time.perf_counter() - started)
@@ -267,10 +300,12 @@ class Learner:
         """The frozen reference's log-prob of each completion token (of the sample's mode), for
         TrainingBatch.ref_logprobs.
 
-        Safe to call on another thread while `step` runs (the reference is a separate module), so the
-        loop computes them for the next batch while this one trains. None where a step needs none
-        (beta == 0) or the reference is the policy's own module with adapters off (LoRA)."""
-        if self.settings.beta == 0.0 or self.policy.ref_model is None:
+        Safe to call on another thread while `step` runs (the reference is a separate module that issues
+        no collectives), so the loop computes them for the next batch while this one trains. None where
+        a step needs none (beta == 0), where the reference is the policy's own module with adapters off
+        (LoRA), or where it is sharded (fsdp2: its forward gathers, and collectives on a second thread
+        would interleave with the step's): the step then computes them itself."""
+        if self.settings.beta == 0.0 or self.policy.ref_module is None or self.sharded:
             return None
         out: list[list[float]] = [[] for _ in completion_ids]
         for mb in self._plan(prompt_ids, completion_ids, list(range(len(completion_ids)))):
@@ -312,64 +347,91 @@ class Learner:
             maxima[key] = max(maxima.get(key, 0.0), value)
 
     def _optimizer_step(self) -> float:
-        data_parallel.sum_gradients(self.params)
+        if not self.sharded:
+            data_parallel.sum_gradients(self.params)
         max_norm = self.config.max_grad_norm if self.config.max_grad_norm else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm).item()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        grad_norm = grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
-        return grad_norm
+        return grad_norm.item()
 
     # ---- weights ----------------------------------------------------------------------------
 
+    def iter_weights(self, merged: bool = True) -> Iterator[tuple[str, torch.Tensor]]:
+        """Hugging Face names -> full tensors in the checkpoint dtype, LoRA merged (or, merged=False, the
+        adapter weights only). Under fsdp2 a collective: every rank iterates in lockstep, each tensor
+        gathered as it is reached; only one rank needs to keep them."""
+        return self.policy.iter_weights(merged=merged)
+
+    def iter_update(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """What a weight update sends the rollout engines (Policy.iter_update); a collective under fsdp2."""
+        return self.policy.iter_update()
+
+    def update_metadata(self) -> list[tuple[str, torch.dtype, tuple[int, ...]]]:
+        return self.policy.update_metadata()
+
     def export_weights(self, merged: bool = True) -> dict[str, torch.Tensor]:
-        """Hugging Face names -> tensors; with LoRA merged into the base weights, or (merged=False)
-        the adapter weights only, in PEFT's names."""
-        return self.policy.export_weights(merged=merged)
+        return dict(self.iter_weights(merged=merged))
 
     def save_pretrained(self, directory: str | Path) -> None:
+        """The policy as a Hugging Face folder (rank 0 writes; every rank must call)."""
         self.policy.save_pretrained(directory)
 
     # ---- training state --------------------------------------------------------------------
 
-    def state_dict(self) -> dict:
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "global_step": self.global_step}
-        if self.config.lora is not None:
-            state["adapter"] = {k: v.clone() for k, v in self.export_weights(merged=False).items()}
-        return state
+    def save(self, checkpoint_dir: str | Path) -> None:
+        """`policy/` (Hugging Face folder) and `trainer/` (training state) of a checkpoint; every rank calls."""
+        self.save_pretrained(Path(checkpoint_dir) / "policy")
+        self.save_training_state(Path(checkpoint_dir) / "trainer")
 
-    def load_state_dict(self, state: dict) -> None:
-        if self.config.lora is not None:
-            from peft import set_peft_model_state_dict
+    def load(self, checkpoint_dir: str | Path) -> None:
+        self.load_training_state(Path(checkpoint_dir) / "trainer")
 
-            if "adapter" not in state:
-                raise ValueError("learner state: LoRA learner but the state has no 'adapter' weights")
-            set_peft_model_state_dict(self.policy.model, state["adapter"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.global_step = int(state["global_step"])
+    def _distributed_state(self) -> dict:
+        """The trainable weights (fp32 masters; LoRA: the adapters) and the optimizer state, as torch's
+        distributed-checkpoint state dicts (keyed by parameter name, sharded under fsdp2): a checkpoint
+        saved by either strategy, with any number of ranks, loads into the other."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
+
+        module = self.policy.module
+        return {"model": get_model_state_dict(module, options=StateDictOptions(ignore_frozen_params=True)),
+                "optimizer": get_optimizer_state_dict(module, self.optimizer)}
 
     def save_training_state(self, directory: str | Path) -> None:
-        """Optimizer, scheduler, step, LoRA adapters (rank 0) and this rank's RNG states.
-        Full fine-tuning weights are not in here: save them with save_pretrained and resume
-        with model_path=<that folder>, ref_model_path=<the starting checkpoint>."""
+        """Master weights and optimizer state (torch.distributed.checkpoint, each rank writes its part),
+        scheduler and step (rank 0), this rank's RNG states. Every rank calls."""
+        import torch.distributed.checkpoint as dcp
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _, rank = data_parallel.world()
+        dcp.save(self._distributed_state(), checkpoint_id=str(directory / DCP_DIR), no_dist=not data_parallel.initialized())
         if rank == 0:
-            torch.save(self.state_dict(), directory / STATE_FILE)
+            torch.save({"scheduler": self.scheduler.state_dict(), "global_step": self.global_step},
+                       directory / STATE_FILE)
         torch.save(_rng_state(), directory / f"rng_rank{rank}.pt")
 
     def load_training_state(self, directory: str | Path) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_optimizer_state_dict
+
         directory = Path(directory)
         _, rank = data_parallel.world()
         state_file, rng_file = directory / STATE_FILE, directory / f"rng_rank{rank}.pt"
-        for path in (state_file, rng_file):
+        for path in (state_file, rng_file, directory / DCP_DIR / ".metadata"):
             if not path.is_file():
                 raise FileNotFoundError(f"learner training state: missing {path}")
-        self.load_state_dict(torch.load(state_file, map_location=self.config.device, weights_only=False))
+        state = self._distributed_state()  # the shapes to load into (initialises the optimizer state)
+        dcp.load(state, checkpoint_id=str(directory / DCP_DIR), no_dist=not data_parallel.initialized())
+        # strict=False: the state holds the trainable weights only (LoRA: the adapters)
+        set_model_state_dict(self.policy.module, state["model"], options=StateDictOptions(strict=False))
+        set_optimizer_state_dict(self.policy.module, self.optimizer, state["optimizer"])
+        extra = torch.load(state_file, weights_only=False)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        self.global_step = int(extra["global_step"])
         _set_rng_state(torch.load(rng_file, weights_only=False))
 
 

@@ -76,6 +76,8 @@ def chosen_token_logprobs(hidden: torch.Tensor, lm_head_weight: torch.Tensor, la
         raise ValueError(f"chosen_token_logprobs: hidden [N, H] and labels [N] expected, got {tuple(hidden.shape)}, {tuple(labels.shape)}")
     if fp32:
         hidden = hidden.float()  # the weight follows hidden's dtype in the kernel
+    elif torch.is_autocast_enabled(hidden.device.type):  # the head in the compute dtype, as the layers run
+        hidden = hidden.to(torch.get_autocast_dtype(hidden.device.type))
     if temperature is not None:  # logits / T == (hidden / T) @ W.T: the LM head has no bias
         hidden = hidden / temperature.to(hidden.dtype)[:, None]
     return _ChosenTokenLogprobs.apply(hidden, lm_head_weight, labels, chunk_tokens)

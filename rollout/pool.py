@@ -5,8 +5,10 @@ its own (rollout/placement.py).
   per worker, and come back in request order. `submit` queues them and returns at once (asynchronous
   rollout); `generate` waits.
 - Weights arrive through vLLM's weight-transfer API (rollout/weight_transfer/sync.py drives the actors
-  through `transfer_client()`), or with `rollout.weight_transfer: file` through `update_weights`,
-  which puts the weights in the Ray object store once; every actor reads them from there.
+  through `transfer_client()`), or with `rollout.weight_transfer: file` through `load_weights_file`:
+  every actor loads a safetensors file learner rank 0 wrote (no weights through the Ray object store).
+  `update_weights` puts a state dict in the object store once, for callers that hold the weights
+  themselves (tests).
 - Every sample carries the policy version of the weights that produced it.
 - An actor that dies is replaced in its placement group and brought to the latest weights (the file
   path's, or through `on_replaced`, before any new work), and its unfinished requests are issued again.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -77,7 +80,8 @@ class RolloutPool:
         self.engine_kwargs = dict(engine_kwargs)
         self.max_reissues = max_reissues
         self._lock = threading.Lock()
-        self._weights_ref = None
+        self._latest: tuple[str, object] | None = None  # (actor method, weights ref or file) of the newest weights
+        self._file_lock = threading.Lock()  # a weights file is deleted only while no actor is loading it
         self._policy_version = int(self.engine_kwargs.get("policy_version", 0))
         self.closing = False
         self.membership = 0  # counts actor replacements: a weight-transfer group must be formed again
@@ -157,20 +161,36 @@ class RolloutPool:
         ray.get([s.actor.wake_up.remote() for s in self.slots])
 
     def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
-        """The file path: every worker loads the weights (one object-store copy); new samples carry `version`."""
+        """Every worker loads the weights (one object-store copy); new samples carry `version`."""
         import ray
 
-        ref = ray.put(weights)
+        self._load_everywhere("update_weights", ray.put(weights), version)
+
+    def load_weights_file(self, path: str, version: int) -> None:
+        """Every worker loads the safetensors file at `path` (readable from every rollout node); new samples
+        carry `version`. The pool keeps the file for actors that replace dead ones, and deletes it once a
+        newer one has been loaded, or at shutdown."""
+        self._load_everywhere("load_weights_file", str(path), version)
+
+    def _load_everywhere(self, method: str, payload, version: int) -> None:
+        import ray
+
         with self._lock:
-            self._weights_ref, self._policy_version = ref, int(version)
-        calls = [(slot, slot.actor, slot.actor.update_weights.remote(ref, int(version))) for slot in self.slots]
+            previous, self._latest, self._policy_version = self._latest, (method, payload), int(version)
+        calls = [(slot, slot.actor, getattr(slot.actor, method).remote(payload, int(version))) for slot in self.slots]
         for slot, actor, call in calls:
             try:
                 ray.get(call)
             except ray.exceptions.RayActorError:
                 self._replace_if_dead(slot, actor)
                 # A replacement started by a generation waiting on another thread may hold older weights.
-                ray.get(slot.actor.update_weights.remote(ref, int(version)))
+                ray.get(getattr(slot.actor, method).remote(payload, int(version)))
+        self._discard(previous)
+
+    def _discard(self, update: tuple[str, object] | None) -> None:
+        if update is not None and update[0] == "load_weights_file":
+            with self._file_lock:
+                Path(update[1]).unlink(missing_ok=True)
 
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         import ray
@@ -202,6 +222,7 @@ class RolloutPool:
         for pg in self.placement_groups:
             remove_placement_group(pg)
         self.slots = []
+        self._discard(self._latest)
 
     # ---- balancing and re-issue -------------------------------------------------------------
     def _assign(self, requests: list[GenerationRequest], greedy: bool) -> list[tuple[_Slot, list[int]]]:
@@ -277,10 +298,12 @@ class RolloutPool:
         # go with it, even after a SIGKILL.
         actor = self._start_actor(slot.index)
         self._wait([actor.ping.remote()], f"rollout worker {slot.index} to restart")
-        with self._lock:
-            ref, version = self._weights_ref, self._policy_version
-        if ref is not None:
-            ray.get(actor.update_weights.remote(ref, version))
+        with self._file_lock:
+            with self._lock:
+                latest, version = self._latest, self._policy_version
+            if latest is not None:
+                method, payload = latest
+                ray.get(getattr(actor, method).remote(payload, version))
         slot.actor = actor
         slot.restarts += 1
         with self._lock:

@@ -48,6 +48,10 @@ class RolloutWorker:
         self.engine.update_weights(weights, version)
         return self.engine.policy_version
 
+    def load_weights_file(self, path: str, version: int) -> int:
+        self.engine.load_weights_file(path, version)
+        return self.engine.policy_version
+
     # ---- vLLM's weight-transfer API, driven by rollout/weight_transfer/client.py
     def transfer_init(self, init_info: dict) -> None:
         self.engine.init_weight_transfer(init_info)

@@ -14,16 +14,14 @@ class FileLearner:
     def __init__(self, tag: str, die_in_training_state: bool = False):
         self.tag, self.die = tag, die_in_training_state
 
-    def save_pretrained(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "model.safetensors").write_text(self.tag)
-
-    def save_training_state(self, path: Path) -> None:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "learner_state.pt").write_text(self.tag[: len(self.tag) // 2])
+    def save(self, checkpoint: Path) -> None:
+        (checkpoint / "policy").mkdir(parents=True, exist_ok=True)
+        (checkpoint / "policy" / "model.safetensors").write_text(self.tag)
+        (checkpoint / "trainer").mkdir(parents=True, exist_ok=True)
+        (checkpoint / "trainer" / "learner_state.pt").write_text(self.tag[: len(self.tag) // 2])
         if self.die:
             raise KeyboardInterrupt("killed while writing the checkpoint")
-        (path / "learner_state.pt").write_text(self.tag)
+        (checkpoint / "trainer" / "learner_state.pt").write_text(self.tag)
 
 
 class Tokenizer:

@@ -18,7 +18,7 @@ def cli(*args, cwd=None, timeout=600):
 def test_help_lists_commands():
     out = cli("--help")
     assert out.returncode == 0
-    for command in ("bootstrap", "eval", "verify", "filter", "train", "check", "report", "demo"):
+    for command in ("bootstrap", "eval", "verify", "filter", "train", "check", "plan", "report", "demo"):
         assert command in out.stdout
 
 
@@ -27,6 +27,9 @@ def test_config_error_names_the_key():
     assert out.returncode == 2
     assert "train.stepz" in out.stderr and "unknown key" in out.stderr
     assert "Traceback" not in out.stderr
+    out = cli("train", "algorithm.loss=ppo")  # checked against the registry before any Ray actor starts
+    assert out.returncode == 2 and "'algorithm.loss'" in out.stderr and "unknown loss 'ppo'" in out.stderr
+    assert "Traceback" not in out.stderr and "Ray" not in out.stderr
 
 
 def test_missing_model_is_a_clear_error(tmp_path):

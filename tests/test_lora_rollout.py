@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dualmode_rl.orchestration.components import policy_weights
 from dualmode_rl.rl.batch import TrainingBatch
 from dualmode_rl.rl.learner import Learner, LearnerConfig
 from dualmode_rl.rl.policy import LoraSettings
@@ -104,7 +103,8 @@ def test_rollout_logprobs_match_learner_after_lora_updates(engine, learner, batc
         learner.step(batch)
         adapter = learner.export_weights(merged=False)
         assert adapter and any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
-        changed = policy_weights(learner)
+        changed = dict(learner.iter_update())  # what a weight update sends
+        assert learner.update_metadata() == [(n, t.dtype, tuple(t.shape)) for n, t in changed.items()]
         targets = learner.config.lora.target_modules
         layers = learner.policy.hf_model.config.num_hidden_layers
         assert len(changed) == layers * len(targets) and all(n.split(".")[-2] in targets for n in changed)

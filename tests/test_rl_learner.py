@@ -1,4 +1,5 @@
 """The learner on a real tiny Exaone4: packed log-probs, update direction, LoRA export, resume."""
+import json
 import math
 import subprocess
 import sys
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from dualmode_rl.rl.batch import TrainingBatch
 from dualmode_rl.rl.learner import Learner, LearnerConfig
@@ -304,25 +306,25 @@ def test_lora_merged_export_matches_the_peft_model(model_dir, tmp_path):
     assert adapter and all("lora_" in k for k in adapter)
 
 
-def test_resume_from_training_state_continues_exactly(model_dir, tmp_path):
+def test_resume_from_a_checkpoint_continues_exactly(model_dir, tmp_path):
     batch_a, batch_b = random_batch(2, 4, VOCAB, seed=6), random_batch(2, 4, VOCAB, seed=7)
     settings = dict(loss="agapo", beta=0.05, lr=1e-2, lr_schedule="cosine", warmup_steps=1, total_steps=10)
     learner = Learner(config(model_dir, **settings))
     learner.step(batch_a)
-    learner.save_pretrained(tmp_path / "policy")
-    learner.save_training_state(tmp_path / "state")
+    learner.save(tmp_path / "checkpoint")
     continued = learner.step(batch_b)
 
-    resumed = Learner(config(model_dir, **settings, model_path=str(tmp_path / "policy"),
-                             ref_model_path=str(model_dir)))
-    resumed.load_training_state(tmp_path / "state")
+    resumed = Learner(config(model_dir, **settings))  # from the starting checkpoint, which stays the reference
+    resumed.load(tmp_path / "checkpoint")
     assert resumed.global_step == 1
     again = resumed.step(batch_b)
     # the same arithmetic on the same values in the same order: bitwise equal
     for key in ("loss", "kl", "grad_norm", "lr"):
         assert again[key] == continued[key], key
-    for name, tensor in learner.export_weights().items():
-        assert torch.equal(resumed.export_weights()[name], tensor), name
+    weights = resumed.export_weights()
+    assert all(torch.equal(weights[name], tensor) for name, tensor in learner.export_weights().items())
+    saved = load_file(tmp_path / "checkpoint" / "policy" / "model.safetensors")
+    assert saved.keys() == weights.keys() and not torch.equal(saved["lm_head.weight"], weights["lm_head.weight"])
 
 
 def test_lora_resume_restores_adapters(model_dir, tmp_path):
@@ -356,7 +358,7 @@ def test_rl_imports_without_ray_and_vllm():
 
 @pytest.mark.parametrize("dtypes", [{"autocast_dtype": "bfloat16"}, {"dtype": "bfloat16"}])
 def test_bf16_steps_run(model_dir, dtypes):
-    """The mixed-precision (fp32 weights + bf16 autocast) and pure-bf16 paths the GPU benchmark uses."""
+    """The mixed-precision (fp32 weights + bf16 autocast) and bf16-checkpoint paths."""
     learner = Learner(config(model_dir, loss="agapo", beta=0.05, **dtypes))
     start = {k: v.clone() for k, v in learner.export_weights().items()}
     metrics = learner.step(random_batch(2, 4, VOCAB, seed=9))
@@ -365,8 +367,8 @@ def test_bf16_steps_run(model_dir, dtypes):
 
 
 def test_lm_head_of_a_bf16_model_runs_in_fp32(model_dir):
-    """The log-softmax input is not rounded to bf16: log-probs match an fp64 head on the bf16 model's
-    own hidden states and weights. The fp32 product of 32 terms is good to ~1e-6 relative (logits of
+    """The log-softmax input is not rounded to bf16: log-probs match an fp64 head on the model's own hidden
+    states (computed in bf16, its compute dtype) and weights. The fp32 product of 32 terms is good to ~1e-6 relative (logits of
     magnitude ~10: 1e-5), so 1e-4; bf16 logits keep 8 significant bits, ~0.02 at that magnitude."""
     batch = random_batch(2, 4, VOCAB, seed=12)
     micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
@@ -374,12 +376,68 @@ def test_lm_head_of_a_bf16_model_runs_in_fp32(model_dir):
     for fp32 in (True, False):
         learner = Learner(config(model_dir, dtype="bfloat16", fp32_lm_head=fp32))
         model = learner.policy.hf_model
+        assert learner.autocast_dtype == torch.bfloat16  # fp32 masters, bf16 compute
         with torch.no_grad():
             model.get_output_embeddings().weight.mul_(30.0)  # trained-model logit scale, not random-init ~0
-            ours = learner.policy.token_logprobs(micro)[0]
-            hidden = model.base_model(input_ids=micro.input_ids).last_hidden_state.reshape(-1, 32)
+            ours = learner.policy.token_logprobs(micro, autocast_dtype=learner.autocast_dtype)[0]
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                hidden = model.base_model(input_ids=micro.input_ids).last_hidden_state.reshape(-1, 32)
             logits = hidden[micro.hidden_index].double() @ model.get_output_embeddings().weight.double().t()
         assert logits.abs().max() > 5
         exact = micro.to_padded(logits.log_softmax(-1).gather(1, micro.labels[:, None]).squeeze(1))
         errors[fp32] = (ours.double() - exact).abs().max().item()
     assert errors[True] < 1e-4 < 1e-3 < errors[False], errors
+
+
+def test_a_bf16_checkpoint_trains_fp32_master_weights_and_saves_bf16(tmp_path):
+    """dtype "auto" keeps a bf16 checkpoint bf16 where it is read and written, while the weights the optimizer
+    updates are fp32: an lr of 1e-6 moves each weight by about 1e-6, below half a bf16 step for every
+    weight of magnitude > 2**-12 (bf16 keeps 8 significant bits: spacing |w| * 2**-7), so in bf16 almost
+    every update would round away; the fp32 masters keep it (spacing |w| * 2**-23)."""
+    model = make_tiny_exaone(tmp_path / "bf16", dtype=torch.bfloat16)
+    learner = Learner(config(model, dtype="auto", lr=1e-6, loss="agapo", beta=0.0))
+    assert learner.policy.dtype == "bfloat16" and all(p.dtype == torch.float32 for p in learner.params)
+    before = [p.detach().clone() for p in learner.params]
+    learner.step(random_batch(2, 4, VOCAB, seed=9))
+    moved = [(p.detach() != b) for p, b in zip(learner.params, before)]
+    assert sum(int(m.sum()) for m in moved) > 0.9 * sum(m.numel() for m in moved)  # Adam moves (almost) every weight
+    assert all(t.dtype == torch.bfloat16 for t in learner.export_weights().values())
+    learner.save_pretrained(tmp_path / "policy")
+    assert json.loads((tmp_path / "policy" / "config.json").read_text())["dtype"] == "bfloat16"
+    assert {t.dtype for t in load_file(tmp_path / "policy" / "model.safetensors").values()} == {torch.bfloat16}
+
+
+@pytest.fixture
+def one_rank_process_group():
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_fsdp2_trains_lora_on_a_bf16_checkpoint_with_checkpointing_and_resumes(tmp_path, one_rank_process_group):
+    """FSDP2 with what the GPU configs combine (bf16 checkpoint, fp32 adapters, gradient checkpointing,
+    packed layout, a tied LM head read inside the root's forward); its adapters go through
+    torch.distributed.checkpoint and come back exactly. (Two ranks: tests/test_rl_data_parallel.py.)"""
+    model = make_tiny_exaone(tmp_path / "bf16", dtype=torch.bfloat16, tie_word_embeddings=True)
+    settings = dict(strategy="fsdp2", dtype="auto", lora=LoraSettings(r=4, alpha=8), gradient_checkpointing=True, layout="packed",
+                    beta=0.05, lr=1e-2, micro_batch_tokens=40)
+    learner = Learner(config(model, **settings))
+    batch = random_batch(2, 4, VOCAB, seed=10)
+    metrics = [learner.step(batch) for _ in range(2)]
+    assert all(m["loss"] == m["loss"] and m["grad_norm"] > 0 for m in metrics) and metrics[1]["kl"] != 0
+    adapters = learner.export_weights(merged=False)
+    assert adapters and any(v.abs().sum() > 0 for k, v in adapters.items() if "lora_B" in k)
+    merged = learner.export_weights()
+    assert not any("lora" in k for k in merged) and {t.dtype for t in merged.values()} == {torch.bfloat16}
+    learner.save(tmp_path / "checkpoint")
+    resumed = Learner(config(model, **settings, seed=1))
+    resumed.load(tmp_path / "checkpoint")
+    again = resumed.export_weights(merged=False)
+    assert all(torch.equal(again[k], v) for k, v in adapters.items()) and resumed.global_step == 2

@@ -124,8 +124,10 @@ def object_store_bytes_created(ray) -> int:
 
 
 @pytest.mark.slow
-def test_updates_through_the_weight_transfer_api_put_nothing_state_dict_sized_in_the_object_store(
-        pool, ray_session, broadcast, perturbed_reference):
+def test_updates_through_the_weight_transfer_api_or_a_file_put_nothing_state_dict_sized_in_the_object_store(
+        pool, ray_session, broadcast, perturbed_reference, tmp_path):
+    from dualmode_rl.rollout.weight_file import write_weights_file
+
     sync, weights = broadcast
     state = {k: v for k, v in perturbed_reference.model.state_dict().items() if k != "lm_head.weight"}  # tied
     size = sum(t.numel() * t.element_size() for t in state.values())
@@ -133,10 +135,16 @@ def test_updates_through_the_weight_transfer_api_put_nothing_state_dict_sized_in
     before = object_store_bytes_created(ray_session)
     sync.update(version=2)
     streamed = object_store_bytes_created(ray_session) - before
-    pool.update_weights(state, version=3)  # the file path, for contrast: the test can tell
+    older = write_weights_file({k: torch.zeros_like(v) for k, v in state.items()}, tmp_path)
+    pool.load_weights_file(str(older), version=3)
+    latest = write_weights_file(state, tmp_path)
+    pool.load_weights_file(str(latest), version=4)  # the file path: learner rank 0 wrote the file
+    assert not older.exists() and latest.exists()  # kept for replacements until a newer file arrives
     through_file = object_store_bytes_created(ray_session) - before - streamed
-    assert streamed < size / 10 <= size <= through_file
-    assert pool.ping()[0]["policy_version"] == 3
+    pool.update_weights(state, version=5)  # a state dict through the object store, for contrast: the test can tell
+    through_store = object_store_bytes_created(ray_session) - before - streamed - through_file
+    assert max(streamed, through_file) < size / 10 <= size <= through_store
+    assert pool.ping()[0]["policy_version"] == 5
 
 
 @pytest.mark.slow
@@ -172,9 +180,38 @@ def test_colocated_engines_sleep_through_the_learner_step_and_generate_after(poo
     engines are asleep (scheduler paused, executor asleep) while the learner steps, awake after."""
     from dualmode_rl.rollout.weight_transfer.sync import FileSync
 
-    sync = FileSync(pool, weights=dict, colocated=True)
+    sync = FileSync(pool, write_file=str, colocated=True)  # no update here
     with sync.training():
         assert [info["sleeping"] for info in pool.ping()] == [True]
     assert [info["sleeping"] for info in pool.ping()] == [False]
     (group,) = pool.generate([GenerationRequest("w", "What is 2 + 3?", REASONING, n=2)])
     assert len(group.samples) == 2
+
+
+@pytest.mark.slow
+def test_a_two_rank_fsdp2_learner_group_is_trainer_rank_0(pool, ray_session, perturbed_reference, tiny_model_dir):  # noqa: F811
+    """The loop's path: learner rank 0 (a Ray actor) joins the transfer group and streams what both FSDP2
+    ranks gather in lockstep (the tied LM head once); rank 1 only gathers; nothing state-dict sized enters
+    the object store. The engine held perturbed weights; afterwards it computes with the learner's."""
+    from dualmode_rl.orchestration.learner_group import LearnerGroup, LearnerPlacement
+    from dualmode_rl.rl.learner import LearnerConfig
+    from dualmode_rl.rollout.weight_transfer.sync import BroadcastSync
+
+    checkpoint = HfEngine(str(tiny_model_dir), SAMPLING, max_model_len=MAX_MODEL_LEN)
+    (group,) = pool.generate([GenerationRequest("g", "What is 4 + 4?", REASONING, n=1)])
+    seq = group.prompt_token_ids + group.samples[0].token_ids
+    tol = network_logprob_tolerance(checkpoint.model, [seq])
+    assert logprob_gap(pool, checkpoint, seq) > 10 * tol  # the perturbed weights of the tests above
+    learner = LearnerGroup(LearnerConfig(model_path=str(tiny_model_dir), beta=0.0, strategy="fsdp2"),
+                           LearnerPlacement(num_workers=2, cpus_per_worker=0.5))
+    sync = BroadcastSync(pool, learner, "gloo", bucket_bytes=256 * 1024, timeout_s=300)
+    try:
+        size = sum(t.numel() * t.element_size() for t in checkpoint.model.parameters())
+        before = object_store_bytes_created(ray_session)
+        sync.update(version=7)
+        assert object_store_bytes_created(ray_session) - before < size / 10
+    finally:
+        sync.close()
+        learner.shutdown()
+    assert pool.ping()[0]["policy_version"] == 7
+    assert logprob_gap(pool, checkpoint, seq) < tol

@@ -26,7 +26,7 @@ ELSEWHERE = {
     "engine": "rollout.registry.build_engine", "num_workers": "RolloutPool", "samples_per_prompt": "GenerationRequest.n",
     "reasoning": "SamplingConfig", "non_reasoning": "SamplingConfig", "gpus_per_worker": "rollout.placement",
     "cpu_binds": "PoolPlacement", "max_staleness": "RolloutAhead", "weight_transfer_bucket_mb": "BroadcastSync",
-    "weight_transfer_timeout_s": "BroadcastSync",
+    "weight_transfer_timeout_s": "BroadcastSync", "weight_file_dir": "LearnerGroup (file path)",
 }
 
 

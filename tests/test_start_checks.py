@@ -177,3 +177,12 @@ def test_resume_drops_tensorboard_events_after_the_checkpoint(tmp_path):
     events = scalar_events(tmp_path / "tensorboard", "reward")
     assert sorted(events) == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)]
     assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_resume_compares_the_learners_optimisation_settings_not_its_placement(tmp_path):
+    from dualmode_rl.orchestration.preflight import settings_changes
+
+    dump_config(load_config(None), tmp_path / "config.yaml")
+    now = load_config(None, ["learner.lr=1e-5", "learner.num_workers=2", "learner.strategy=fsdp2",
+                             "learner.micro_batch_tokens=1024"])
+    assert settings_changes(tmp_path / "config.yaml", now) == ["learner.lr: 1e-06 -> 1e-05"]

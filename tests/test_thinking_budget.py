@@ -94,7 +94,7 @@ def check_learner_mask(model_dir, groups) -> None:
     learner = Learner(LearnerConfig(model_path=str(model_dir), beta=0.0))
     samples = [s for g in groups for s in g.samples]
     forced = 0
-    for mb in learner._micro_batches(batch):
+    for mb in learner._micro_batches(batch)[0]:  # (micro-batches, how many are real)
         for row, i in enumerate(mb.sequence_indices):
             expected = torch.tensor(samples[i].sampled_mask())
             assert torch.equal(mb.mask[row, :len(expected)], expected)

@@ -1,5 +1,5 @@
 """Faults and placement in real training runs: a rollout actor killed mid-generation, and rollout and
-learner on different nodes of a two-node Ray cluster (`ray.cluster_utils.Cluster`). Dead reward
+learner actors on different nodes of a two-node Ray cluster (`ray.cluster_utils.Cluster`). Dead reward
 workers: tests/test_rewards_pool.py."""
 import json
 import os
@@ -75,10 +75,11 @@ def test_rollout_actor_killed_mid_generation_is_replaced_and_the_run_completes(t
 def test_two_node_cluster_puts_rollout_and_learner_on_different_nodes(tmp_path, tiny_checkpoint):
     from ray.cluster_utils import Cluster
 
-    # The head node offers no CPUs, so the rollout actor's bundle can only be placed on the second node;
-    # the driver, which holds the learner, runs on the head.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
-    worker_node = cluster.add_node(num_cpus=2)
+    # One CPU per node: the rollout actor's bundle and the learner rank's bundle (1 CPU each) can only be
+    # placed on different nodes. The weights go from learner rank 0 to the engine through vLLM's weight-transfer
+    # API (rollout.weight_transfer auto: the gloo engine), from one node to the other.
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    worker_node = cluster.add_node(num_cpus=1)
     try:
         cluster.wait_for_nodes()
         out = tmp_path / "run"
@@ -88,8 +89,8 @@ def test_two_node_cluster_puts_rollout_and_learner_on_different_nodes(tmp_path, 
             env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": cluster.address})
         assert done.returncode == 0, done.stderr[-4000:]
         rollout_node = re.search(r"rollout worker 0: pid \d+ on Ray node (\w+)", done.stderr).group(1)
-        learner_node = re.search(r"learner: pid \d+ on Ray node (\w+)", done.stderr).group(1)
-        assert rollout_node == worker_node.node_id and learner_node == cluster.head_node.node_id != rollout_node
+        learner_node = re.search(r"learner rank 0: pid \d+ on Ray node (\w+)", done.stderr).group(1)
+        assert {rollout_node, learner_node} == {worker_node.node_id, cluster.head_node.node_id}
         metrics = _metrics(out)
         assert [m["step"] for m in metrics] == [1, 2] and all(m["rollout/staleness"] == 0 for m in metrics)
         assert (out / "checkpoints" / "latest").read_text() == "step_000002"

@@ -258,22 +258,23 @@ SHAPED_REWARD = ("def shaped(completions, prompts, **columns):\n"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("max_staleness, save_every, refill_and_eval, staleness", [
-    (0, 1, False, [0] * STEPS),
+@pytest.mark.parametrize("max_staleness, save_every, refill_and_eval, staleness, setup", [
+    (0, 1, False, [0] * STEPS, []),
     # asynchronous: on-policy only right after a checkpoint (drained); the evaluated steps 4 and 8 are
-    # checkpointed too; dynamic sampling's refills are generated on the current weights
-    (1, 3, True, [0, 1, 1, 0, 0, 1, 0, 1]),
+    # checkpointed too; dynamic sampling's refills are generated on the current weights; the demo config
+    # with a learner group of two ranks (gloo), whose reference log-probs are computed beside the step, half each
+    (1, 3, True, [0, 1, 1, 0, 0, 1, 0, 1], ["configs/demo.yaml", "learner.num_workers=2", "learner.cpus_per_worker=0.5"]),
 ])
 def test_sigkill_and_resume_matches_an_uninterrupted_run(tmp_path, tiny_checkpoint, max_staleness, save_every,
-                                                         refill_and_eval, staleness):
+                                                         refill_and_eval, staleness, setup):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
     (tmp_path / "shaped.py").write_text(SHAPED_REWARD)
     extra = ["train.eval_every=4", "train.eval_limit=3", "eval.samples=2", "algorithm.dynamic_sampling=true",
              f"rewards.rewards=[{{name: '{tmp_path / 'shaped.py'}:shaped'}}]"] if refill_and_eval else []
     # The transformers engine: vLLM's CPU batching depends on request arrival timing, so its samples
     # are not reproducible across engine processes even with the sampler reseeded every step.
-    train = [BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, f"train.steps={STEPS}", "rollout.engine=hf", *SHORT,
-             f"rollout.max_staleness={max_staleness}", f"train.save_every={save_every}", *extra]
+    train = [BIN / "dualmode-rl", "train", "--model", tiny_checkpoint, *setup, f"train.steps={STEPS}", "rollout.engine=hf",
+             *SHORT, f"rollout.max_staleness={max_staleness}", f"train.save_every={save_every}", *extra]
     first = run(*train, f"train.out={whole}")
     assert first.returncode == 0, first.stderr[-4000:]
     assert [m["step"] for m in _learning_metrics(whole)] == list(range(1, STEPS + 1))

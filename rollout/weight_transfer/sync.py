@@ -10,7 +10,12 @@ update instead of receiving half-stepped weights), and colocated engines sleep (
   process cannot join an existing gloo or NCCL group). A replacement is brought to the latest weights
   before it gets work: the pool calls `resync`, which forms the group and sends. If an update fails
   because an actor died, the dead actors are replaced and the update is sent again.
-- `FileSync`, `rollout.weight_transfer: file`: the pool's safetensors-file path.
+- `FileSync`, `rollout.weight_transfer: file`: trainer rank 0 writes one safetensors file, every rollout
+  actor loads it (`RolloutPool.load_weights_file`); no weights pass through the driver or the object store.
+
+The trainer side is the learner group (orchestration/learner_group.py: its rank 0 actor holds the
+WeightSender, the other ranks take part in the gathers), or `LocalTrainer` where the weights live in
+this process (benchmarks, tests).
 """
 from __future__ import annotations
 
@@ -26,10 +31,11 @@ from .plan import TransferPlan, weight_metadata
 
 log = logging.getLogger(__name__)
 Weights = Callable[[], dict[str, torch.Tensor]]  # the learner's current weights by Hugging Face name
+WriteFile = Callable[[int], str]  # writes the current weights to a fresh safetensors file; its path
 
 
 class TrainerSide(Protocol):
-    """The trainer ranks, seen from the driver (one in-process rank today; a learner group later)."""
+    """The trainer ranks, seen from the driver: the LearnerGroup, or a LocalTrainer."""
 
     def endpoint(self) -> tuple[str, int]:
         """Address and free port where trainer rank 0 will listen."""
@@ -44,7 +50,7 @@ class TrainerSide(Protocol):
 
 
 class LocalTrainer:
-    """Trainer rank 0 in this process: the driver, while the learner lives there."""
+    """Trainer rank 0 in this process, over weights this process holds (benchmarks, tests)."""
 
     def __init__(self, weights: Weights):
         self.weights, self.sender = weights, None
@@ -71,6 +77,11 @@ class LocalTrainer:
             self.sender.close()
             self.sender = None
 
+    def sync_weights_to_file(self, version: int) -> str:
+        from ..weight_file import write_weights_file
+
+        return str(write_weights_file(self.weights()))
+
 
 class WeightSync:
     def __init__(self, pool, colocated: bool = False):
@@ -96,13 +107,14 @@ class WeightSync:
 
 
 class FileSync(WeightSync):
-    def __init__(self, pool, weights: Weights, colocated: bool = False):
+    def __init__(self, pool, write_file: WriteFile, colocated: bool = False):
+        """`write_file`: the trainer's `sync_weights_to_file`; the pool deletes each file once it is replaced."""
         super().__init__(pool, colocated)
-        self.weights = weights
+        self.write_file = write_file
 
     def update(self, version: int) -> None:
         with self._lock:
-            self.pool.update_weights(self.weights(), version)
+            self.pool.load_weights_file(self.write_file(version), version)
 
 
 class BroadcastSync(WeightSync):
