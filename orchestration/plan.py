@@ -128,7 +128,7 @@ def vllm_dtype(cfg: DualModeConfig) -> str:
 
 
 def vllm_rows(cfg: DualModeConfig, shape: ModelShape, gpu_memory_gib: float) -> list[tuple[str, float]]:
-    from dualmode_rl.rollout.engine import COLOCATED_GPU_SHARE, GPU_MEMORY_SHARE
+    from dualmode_rl.rollout.vllm_engine import COLOCATED_GPU_SHARE, GPU_MEMORY_SHARE
 
     from .components import model_max_length
 
