@@ -54,25 +54,9 @@ def _evaluate_mode(generator, reward_pool, rows: list[dict], mode: str, samples:
                    correct_threshold: float) -> tuple[dict, list[RolloutGroup]]:
     groups = _generate(generator, rows, mode, samples, greedy, seed)
     pairs = [(s, row) for g, row in zip(groups, rows) for s in g.samples]
-    samples_out = [s for s, _ in pairs]
     scores = reward_pool.score([item for g, row in zip(groups, rows) for item in reward_inputs(row, g.samples, mode)])
     correct = [o.score >= correct_threshold for o in scores]
-    by_domain, by_steps = defaultdict(list), defaultdict(list)
-    for (_, row), ok in zip(pairs, correct):
-        by_domain[row.get("domain", "all")].append(ok)
-        if row.get("domain") == "math" and "steps" in row:
-            by_steps[str(row["steps"])].append(ok)
-    stats = {
-        "accuracy": _rate(correct),
-        "n": len(rows),
-        "samples": len(samples_out),
-        "by_domain": {d: _rate(v) for d, v in sorted(by_domain.items())},
-        "by_steps": {k: _rate(v) for k, v in sorted(by_steps.items())},
-        "mean_length": round(mean(len(s.token_ids) for s in samples_out), 2) if samples_out else 0.0,
-        "malformed": _rate([split_answer(s.text, mode)[1] is not None for s in samples_out]),
-        "truncated": _rate([s.finish_reason == "length" for s in samples_out]),
-    }
-    return stats, groups
+    return _mode_report(rows, pairs, correct, mode), groups
 
 
 def thinking_budget_sweep(generator, reward_pool, dataset: Dataset, budgets: list[int], samples: int = 4,
