@@ -14,9 +14,8 @@ SPECIAL_TOKENS = [PAD, UNK, BOS, END_OF_TURN, *ROLE_TOKENS]
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int = 768, numbers: str = "whole") -> PreTrainedTokenizerFast:
     """Byte-level BPE. `numbers="whole"`: a run of digits is a word of its own, so BPE makes each number
-    of the corpus one token (while the vocabulary lasts) and a worked step's result is one prediction, a
-    table look-up that the tiny model learns in half the SFT steps that digit by digit takes (README,
-    "What the demo shows"). `"digits"`: one token per digit."""
+    of the corpus one token (while the vocabulary lasts) and a worked step's result is one prediction
+    rather than one per digit. `"digits"`: one token per digit."""
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
