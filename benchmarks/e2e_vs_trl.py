@@ -10,10 +10,11 @@ with the same micro-batch size, AdamW with a constant learning rate and clipping
 the same number of torch threads in the driver process.
 
 - dualmode-rl: the components `dualmode-rl train` builds (orchestration/loop.py): a `RolloutPool` with one Ray
-  actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, `Learner.step`, then
-  `RolloutPool.update_weights`. By default with `rollout.max_staleness: 1` (the loop's asynchronous
-  rollout): the next batch is generated while the learner steps, so dualmode-rl trains on samples one
-  update old where TRL's are on-policy; `--max-staleness 0` compares the on-policy loop. The learner
+  actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, `Learner.step`, then the weight
+  sync (`--weight-transfer`, default gloo: vLLM's weight-transfer API with dualmode-rl's CPU engine, as
+  `rollout.weight_transfer: auto` picks with a CPU learner; `file` is the safetensors-file path).
+  By default with `rollout.max_staleness: 1` (the loop's asynchronous rollout): the next batch is
+  generated while the learner steps, so dualmode-rl trains on samples one update old where TRL's are on-policy; `--max-staleness 0` compares the on-policy loop. The learner
   uses `algorithm.micro_batch_layout: shared_prompt` (a group's prompt is run once per micro-batch,
   same log-probs and gradients; `--layout padded` turns it off), and the frozen reference's
   log-probs of the next batch are computed with the generation, off the learner's path.
@@ -28,7 +29,7 @@ not forced (dualmode-rl's engine does not expose vLLM's `ignore_eos`); mean gene
 reported for both and the ratio is also given in completion tokens/s.
 
     .venv/bin/python benchmarks/e2e_vs_trl.py [--shape 30m|3m] [--steps 4] [--threads 1] [--vllm-bind nobind]
-        [--max-staleness 0|1] [--layout shared_prompt|padded]
+        [--max-staleness 0|1] [--layout shared_prompt|padded] [--weight-transfer gloo|file]
     .venv/bin/python benchmarks/e2e_vs_trl.py --quick      # tiny settings for the test
 
 The last line printed is JSON: `ratio` = dualmode-rl samples/s / TRL samples/s, both step times, dualmode-rl's
@@ -117,6 +118,8 @@ class UnirlSide:
     def __init__(self, model_dir: Path, args, texts: list[str]):
         import ray
 
+        from dualmode_rl.orchestration.components import build_weight_sync
+        from dualmode_rl.orchestration.config import load_config
         from dualmode_rl.orchestration.rollout_ahead import RolloutAhead
         from dualmode_rl.rewards.pool import RewardPool
         from dualmode_rl.rewards.registry import load_reward
@@ -130,7 +133,8 @@ class UnirlSide:
         mode = ModeSampling(TEMPERATURE, TOP_P, args.tokens)
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
         self.pool = RolloutPool(1, dict(model_path=str(model_dir), sampling=SamplingConfig(mode, mode, seed=0),
-                                        max_model_len=MAX_MODEL_LEN, seed=0, gpu_memory_utilization=MEMORY_SHARE),
+                                        max_model_len=MAX_MODEL_LEN, seed=0, gpu_memory_utilization=MEMORY_SHARE,
+                                        weight_transfer=args.weight_transfer),
                                 placement=PoolPlacement(num_cpus_per_worker=1,
                                                         cpu_binds=[args.vllm_bind] if args.vllm_bind else None))
         self.rewards = RewardPool([(load_reward(f"{Path(__file__).resolve()}:digit_share"), 1.0)], num_workers=2)
@@ -139,6 +143,7 @@ class UnirlSide:
             model_path=str(model_dir), loss="grpo", lr=args.lr, beta=args.beta, max_grad_norm=1.0,
             micro_batch_size=args.micro_batch, micro_batch_tokens=None, layout=args.layout, seed=0,
             temperatures={"reasoning": TEMPERATURE}))  # as TRL, log-probs of softmax(logits / T)
+        self.weight_sync = build_weight_sync(load_config(), self.pool, self.learner, args.weight_transfer)
         self.max_staleness = args.max_staleness
         self.ahead = RolloutAhead(self.pool, self.rewards, self.samples, reference=self.learner.reference_logprobs)
         self.version = 0
@@ -156,7 +161,7 @@ class UnirlSide:
         start = time.perf_counter()
         self.version += 1
         scored = self.ahead.batch(self.version, lambda step: (self.rows, step), prefetch_next=self.max_staleness > 0)
-        metrics = learn(scored, self.pool, self.learner, self.advantage, self.version)
+        metrics = learn(scored, self.pool, self.learner, self.weight_sync, self.advantage, self.version)
         if self.max_staleness:
             self.ahead.wait(self.version + 1)
         self.times.append(time.perf_counter() - start)
@@ -167,6 +172,7 @@ class UnirlSide:
     def close(self) -> None:
         import ray
 
+        self.weight_sync.close()
         self.pool.shutdown()
         self.ahead.close()
         self.rewards.close()
@@ -257,6 +263,8 @@ def parse_args():
                    help="rollout.max_staleness: 1 generates step k+1 while step k trains (the loop's async option)")
     p.add_argument("--layout", default="shared_prompt", choices=("padded", "packed", "shared_prompt"),
                    help="algorithm.micro_batch_layout of dualmode-rl's learner: shared_prompt runs each group's prompt once")
+    p.add_argument("--weight-transfer", default="gloo", choices=("gloo", "file"),
+                   help="rollout.weight_transfer: gloo (vLLM's weight-transfer API, dualmode-rl's CPU engine) or file")
     p.add_argument("--quick", action="store_true", help="tiny shape, 4 prompts x 2 x 16 tokens, 1 measured step")
     args = p.parse_args()
     if args.quick:
@@ -317,7 +325,7 @@ def settings(args, params: int) -> dict:
             "max_staleness": args.max_staleness, "dualmode_rl_layout": args.layout, "measured_steps": args.steps,
             "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
             "vllm_bind": args.vllm_bind or "auto", "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
-            "dualmode_rl_rollout": "RolloutPool, 1 Ray actor, vLLM",
+            "dualmode_rl_rollout": "RolloutPool, 1 Ray actor, vLLM", "weight_transfer": args.weight_transfer,
             "trl_generation": "transformers generate (use_vllm=False)",
             "reward": "digit_share (TRL convention; dualmode-rl loads it as a file plug-in)"}
 

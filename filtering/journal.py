@@ -4,7 +4,8 @@ Layout under `<out_dir>/journal/`:
 - `meta.json`: what the journal was made from (dataset fingerprint, size, samples, chunk size, caller key);
   a rerun with other inputs is refused rather than silently mixing results;
 - `chunk-000012.jsonl`: a header line (chunk bounds, timings), then one line per prompt with every
-  sample's text, token ids, finish reason, score and reward error. Written to a temporary name, then
+  sample's text, token ids, finish reason, score and reward error (with `filter.joint`, also the samples
+  in the prompt's other mode, `cross_samples`). Written to a temporary name, then
   renamed, so a shard either exists complete or not at all.
 """
 from __future__ import annotations
@@ -39,7 +40,8 @@ class PromptRecord:
     id: str | None
     mode: str
     domain: str
-    samples: list[SampleRecord] = field(default_factory=list)
+    samples: list[SampleRecord] = field(default_factory=list)  # in the row's mode
+    cross_samples: list[SampleRecord] = field(default_factory=list)  # in the other mode (filter.joint), else none
 
     def pass_count(self, threshold: float) -> int:
         return sum(s.score >= threshold for s in self.samples)
@@ -112,4 +114,5 @@ class ChunkJournal:
 
 def _record(raw: dict) -> PromptRecord:
     raw["samples"] = [SampleRecord(**s) for s in raw["samples"]]
+    raw["cross_samples"] = [SampleRecord(**s) for s in raw.get("cross_samples", ())]
     return PromptRecord(**raw)

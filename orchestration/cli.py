@@ -1,4 +1,4 @@
-"""The `dualmode-rl` command: bootstrap, eval, verify, filter, train, report, demo."""
+"""The `dualmode-rl` command: bootstrap, eval, verify, filter, train, check, report, demo."""
 from __future__ import annotations
 
 import argparse
@@ -33,15 +33,31 @@ def cmd_bootstrap(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import format_table
-    from .evaluate import run_eval
+    from .evaluate import THINKING_BUDGETS, format_table, plot_thinking_budgets, run_eval
 
+    if args.thinking_budgets and not args.json:
+        print("dualmode-rl: eval --thinking-budgets needs --json (the table goes into it, the plot next to it)",
+              file=sys.stderr)
+        return 2
     cfg = _config(args)
-    report = run_eval(cfg, data=args.data, split=args.split)
+    report = run_eval(cfg, data=args.data, split=args.split, thinking_budgets=args.thinking_budgets)
     print(format_table(report))
     if args.json:
         write_json_atomic(args.json, report)
+    if args.thinking_budgets:
+        json_path = Path(args.json)
+        print(plot_thinking_budgets(report[THINKING_BUDGETS], json_path.with_name(json_path.stem + ".thinking_budgets.png")))
     return 0
+
+
+def _budgets(text: str) -> list[int]:
+    try:
+        budgets = [int(part) for part in text.split(",")]
+    except ValueError:
+        budgets = []
+    if not budgets or any(b < 0 for b in budgets):
+        raise argparse.ArgumentTypeError(f"expected comma-separated token counts >= 0, e.g. 16,32,64; got {text!r}")
+    return budgets
 
 
 def cmd_verify(args) -> int:
@@ -64,8 +80,15 @@ def cmd_filter(args) -> int:
 def cmd_train(args) -> int:
     from .loop import train
 
-    train(_config(args), resume=args.resume)
+    resume = "auto" if args.resume_auto else "yes" if args.resume else "no"
+    train(_config(args), resume=resume, allow_config_change=args.allow_config_change)
     return 0
+
+
+def cmd_check(args) -> int:
+    from .check import run_check
+
+    return run_check(_config(args))
 
 
 def cmd_report(args) -> int:
@@ -102,6 +125,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset (default: the model's bundled task suite)")
     p.add_argument("--split", default=None, help="split name (default: eval.split)")
     p.add_argument("--json", help="write the result here")
+    p.add_argument("--thinking-budgets", type=_budgets, metavar="N,N,...",
+                   help="also reasoning accuracy at each thinking budget and unbudgeted: a table in the --json "
+                        "file and a plot of accuracy against think tokens next to it (needs --json)")
     p = command("verify", cmd_verify, "score a JSONL file of completions offline", config=False)
     p.add_argument("--reward", required=True, help="math, code, format, auto, or a plug-in path")
     p.add_argument("--input", required=True)
@@ -113,7 +139,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default: filter.out or RUN/filter)")
     p = command("train", cmd_train, "run RL post-training")
     p.add_argument("--model")
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in train.out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the latest checkpoint in train.out (an error when there is none)")
+    p.add_argument("--resume=auto", dest="resume_auto", action="store_true",
+                   help="continue from the latest checkpoint in train.out, or start afresh when there is none")
+    p.add_argument("--allow-config-change", action="store_true",
+                   help="with --resume: accept model, data or algorithm settings that differ from the run's config.yaml")
+    p = command("check", cmd_check, "check a config, model, rewards, checkpointing and one learner step before a long run")
+    p.add_argument("--model")
     p = command("report", cmd_report, "write a Markdown report with plots for a run", config=False)
     p.add_argument("run_dir")
     p = command("demo", cmd_demo, "bootstrap, evaluate, filter, train and evaluate again")
@@ -143,12 +176,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def _user_errors() -> tuple[type[Exception], ...]:
     """Bad input from the user: reported in one clear line, no traceback."""
+    from dualmode_rl.filtering import FilterDataError
+    from dualmode_rl.rewards.jsonl import InputError
     from dualmode_rl.rewards.registry import RewardPluginError
 
     from .checkpoint import CheckpointError
-    from .data import DataError
+    from .metrics import RewardFailure
 
-    return (ConfigError, DataError, RewardPluginError, CheckpointError, FileNotFoundError)
+    return (ConfigError, InputError, FilterDataError, RewardPluginError, CheckpointError, RewardFailure,
+            FileNotFoundError)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -5,10 +5,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dualmode_rl.rollout.placement import plan_engine
 
 
 VLLM_CPU_HEAD_DIMS = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
+CPU_MAX_MODEL_LEN = 32768
 
 
 class ConfigError(ValueError):
@@ -67,41 +70,119 @@ class BootstrapConfig(Section):
 class EvalSampling(Section):
     temperature: float = Field(ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
+    top_k: int = Field(-1, ge=-1)  # -1: off
+
+    @field_validator("top_k")
+    @classmethod
+    def _top_k_on_or_off(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("top_k must be -1 (off) or >= 1")
+        return value
 
 
 class SamplingSection(EvalSampling):
+    # Training samples the full softmax(logits / T): top-p 1 and top-k off, so the learner's log-probs
+    # are of the sampler's distribution. A cut tail is only ever pushed down; training warns.
+    top_p: float = Field(1.0, gt=0, le=1)
     max_tokens: int = Field(160, gt=0)
+
+
+class ReasoningSamplingSection(SamplingSection):
+    # Think tokens (counted from `<think>`, the generation prompt's newline included) after which the
+    # engine forces `</think>`; the forced token gets no loss weight (rollout/thinking_budget.py). None: no budget.
+    thinking_budget: int | None = Field(None, ge=0)
 
 
 class RolloutConfig(Section):
     engine: Literal["vllm", "hf"] = "vllm"
-    num_workers: int = Field(1, gt=0)
+    num_workers: int = Field(1, gt=0)  # rollout engines, one Ray actor each
     samples_per_prompt: int = Field(8, gt=0)  # G
     # Training samples the policy itself (T=1), as TRL and verl do by default. Any T > 0 stays on-policy:
     # the learner's log-probs are taken at these temperatures (loop.learner_config). Evaluation keeps
     # the model's recommended settings (eval.*).
-    reasoning: SamplingSection = SamplingSection(temperature=1.0)
+    reasoning: ReasoningSamplingSection = ReasoningSamplingSection(temperature=1.0)
     non_reasoning: SamplingSection = SamplingSection(temperature=1.0)
-    gpu_memory_utilization: float = Field(0.1, gt=0, le=1)
-    max_model_len: int = Field(512, gt=0)
+    # vLLM engine settings (rollout/engine.py, vllm_engine_args). None / "auto" resolve where the engine
+    # runs: on CPU fp32, eager, 10% of RAM; on GPUs the model's dtype, CUDA graphs, 85% of each GPU (45%
+    # colocated).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    enforce_eager: bool | None = None
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1)
+    # Prompt + completion tokens per sequence. None: the model's max_position_embeddings (its config.json),
+    # at most CPU_MAX_MODEL_LEN when rollout workers have no GPU, so vLLM's CPU KV cache (a share of the
+    # memory, rollout.gpu_memory_utilization) holds a full sequence. Start-up checks every prompt fits.
+    max_model_len: int | None = Field(None, gt=0)
     tensor_parallel_size: int = Field(1, gt=0)
-    gpus_per_worker: float = Field(0, ge=0)  # GPU clusters: = tensor_parallel_size
+    # Sample.logprobs: "processed_logprobs" = of the distribution sampled from (the behaviour policy of the
+    # off-policy correction and the mismatch metrics); "raw_logprobs" = the untempered model's, for analysis.
+    logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] = "processed_logprobs"
+    # GPUs per engine: None = tensor_parallel_size when the Ray cluster has GPUs, else 0. With
+    # tensor_parallel_size > 1 it must be that many whole GPUs (one 1-GPU bundle per rank).
+    gpus_per_worker: float | None = Field(None, ge=0)
     # CPU machines: VLLM_CPU_OMP_THREADS_BIND per worker, e.g. ["0", "1"] or ["nobind"]; None = vLLM's auto.
     cpu_binds: list[str] | None = None
     # 0: on-policy, each step generates then trains. 1: step k+1 is generated while step k trains, so its
     # samples are one update old (orchestration/rollout_ahead.py). The pipeline drains at checkpoints.
     max_staleness: int = Field(0, ge=0, le=1)
+    # "separate": rollout engines on devices of their own. "colocated": on the learner's GPUs, asleep
+    # (vLLM sleep mode) during the learner step; needs max_staleness 0.
+    placement: Literal["separate", "colocated"] = "separate"
+    # How new weights reach the engines (rollout/weight_transfer/): "auto" = vLLM's nccl (learner on a
+    # GPU, separate), ipc (colocated), else dualmode-rl's gloo engine (the "hf" engine: "file");
+    # "file" = a safetensors file every engine loads.
+    weight_transfer: Literal["auto", "file", "gloo", "nccl", "ipc"] = "auto"
+    weight_transfer_bucket_mb: float = Field(256, gt=0)  # streamed in buckets of this size
+    weight_transfer_timeout_s: float = Field(1800, gt=0)  # longest wait in a rendezvous or broadcast
+
+    @model_validator(mode="after")
+    def _engine_settings_agree(self):
+        if self.gpus_per_worker is not None:
+            plan_engine(self.tensor_parallel_size, self.gpus_per_worker, 1)  # raises naming the key
+        if self.placement == "colocated" and self.max_staleness:
+            raise ValueError("rollout.placement 'colocated' needs rollout.max_staleness 0: the engines sleep "
+                             "while the learner steps, so they cannot generate the next batch meanwhile")
+        if self.engine == "hf" and self.weight_transfer not in ("auto", "file"):
+            raise ValueError(f"rollout.weight_transfer '{self.weight_transfer}' needs rollout.engine 'vllm' "
+                             "(vLLM's weight-transfer API); the 'hf' engine loads a file")
+        if self.engine == "hf" and self.placement == "colocated":
+            raise ValueError("rollout.placement 'colocated' needs rollout.engine 'vllm' (vLLM's sleep mode)")
+        if self.weight_transfer == "nccl" and self.placement == "colocated":
+            raise ValueError("rollout.weight_transfer 'nccl' needs rollout.placement 'separate' (NCCL cannot join "
+                             "two processes on one GPU); colocated engines take 'ipc'")
+        if self.weight_transfer == "ipc" and self.placement != "colocated":
+            raise ValueError("rollout.weight_transfer 'ipc' (CUDA IPC) needs rollout.placement 'colocated'")
+        return self
 
 
 class RewardSpec(Section):
-    name: str  # built-in ("auto", "math", "code", "format", "arithmetic_steps") or plug-in path
+    name: str  # built-in ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity") or plug-in path
     weight: float = 1.0
 
 
 class RewardsConfig(Section):
     rewards: list[RewardSpec] = [RewardSpec(name="auto")]
     num_workers: int = Field(2, gt=0)
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0)  # per sample and reward
+    max_failed_steps: int = Field(3, gt=0)  # a run stops when a reward fails on every sample this many steps in a row
+
+
+class PerMode(Section):
+    """One setting per mode: `{reasoning: ..., non_reasoning: ...}`, or a single value for both."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value_for_both(cls, value):
+        return value if isinstance(value, (dict, BaseModel)) else {mode: value for mode in cls.model_fields}
+
+
+class OverlongConfig(PerMode):
+    reasoning: Literal["none", "mask", "soft_penalty"] = "none"
+    non_reasoning: Literal["none", "mask", "soft_penalty"] = "none"
+
+
+class OverlongBufferConfig(PerMode):
+    reasoning: int | None = Field(None, gt=0)  # None: a fifth of rollout.reasoning.max_tokens (DAPO's 4096 of 20480)
+    non_reasoning: int | None = Field(None, gt=0)
 
 
 class AlgorithmConfig(Section):
@@ -116,6 +197,26 @@ class AlgorithmConfig(Section):
     # completions (its attention skips the mask); "packed" with flash attention on GPUs.
     micro_batch_layout: Literal["padded", "packed", "shared_prompt"] = "shared_prompt"
     loss_aggregation: Literal["token_sum", "token_mean", "seq_token_mean"] = "token_sum"  # AGAPO as printed: token_sum
+    # AGAPO's global stage over the whole batch (as printed) or within each mode, so long reasoning rollouts do
+    # not set the scale of non-reasoning ones (rl/advantages.py). GRPO, Dr. GRPO and RLOO have none: ignored.
+    normalize: Literal["batch", "mode"] = "batch"
+    # DAPO's dynamic sampling: drop the groups whose rewards are all equal and refill the batch from further
+    # prompts, in at most max_refill_rounds rounds (orchestration/dynamic_sampling.py).
+    dynamic_sampling: bool = False
+    max_refill_rounds: int = Field(3, ge=0)
+    # DAPO's overlong handling per mode (rl/overlong.py): none, mask (truncated samples leave the loss) or
+    # soft_penalty (a linear penalty in the last overlong_buffer tokens before rollout.<mode>.max_tokens).
+    overlong: OverlongConfig = OverlongConfig()
+    overlong_buffer: OverlongBufferConfig = OverlongBufferConfig()
+
+
+class LearnerSection(Section):
+    # Off-policy correction against the sampler's log-probs (rl/off_policy.py). auto: tis when
+    # rollout.max_staleness > 0 (samples one update old), else none.
+    off_policy_correction: Literal["auto", "tis", "mis", "none"] = "auto"
+    off_policy_cap: float = Field(2.0, gt=1)  # tis: weight min(ratio, cap); mis: ratio outside [1/cap, cap] dropped
+    off_policy_level: Literal["sequence", "token"] = "sequence"  # sequence: unbiased below the cap
+    fp32_lm_head: bool = True  # LM head and log-softmax in fp32 when the model runs in bf16
 
 
 class DataConfig(Section):
@@ -128,6 +229,12 @@ class FilterConfig(Section):
     samples: int = Field(8, gt=0)
     out: str | None = None
     max_prompts: int | None = Field(None, gt=0)
+    # Sample each prompt in both modes too; drop it only when every sample is right in both. The kept
+    # row keeps its mode. Doubles the filter's sampling.
+    joint: bool = False
+    # Cut the kept set back to data.reasoning_share (the input's own share when that is unset) by
+    # dropping a seeded (train.seed) random subset of the over-represented mode; rows are never duplicated.
+    rebalance: bool = False
 
 
 class TrainConfig(Section):
@@ -138,6 +245,11 @@ class TrainConfig(Section):
     seed: int = 0
     # The learner runs in the driver; on small CPU machines a vLLM actor holds a core (see BootstrapConfig).
     torch_threads: int = Field(1, ge=0)  # 0 = all cores
+    # Every eval_every steps (and at the last), pass@1 per mode on the first eval_limit problems of the test
+    # split, as `dualmode-rl eval` scores them (eval.*), on the rollout workers: logged as eval/<mode>/accuracy.
+    # Those steps are checkpointed, so the best (best_checkpoint.json) always exists. None: no evaluation.
+    eval_every: int | None = Field(None, gt=0)
+    eval_limit: int = Field(64, gt=0)
 
 
 class EvalConfig(Section):
@@ -162,6 +274,7 @@ class DualModeConfig(Section):
     rollout: RolloutConfig = RolloutConfig()
     rewards: RewardsConfig = RewardsConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig()
+    learner: LearnerSection = LearnerSection()
     filter: FilterConfig = FilterConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
@@ -169,6 +282,15 @@ class DualModeConfig(Section):
     @property
     def model_path(self) -> str:
         return self.model or self.bootstrap.out
+
+    @model_validator(mode="after")
+    def _overlong_buffer_fits(self):
+        for mode in ("reasoning", "non_reasoning"):
+            buffer, max_tokens = getattr(self.algorithm.overlong_buffer, mode), getattr(self.rollout, mode).max_tokens
+            if buffer is not None and buffer > max_tokens:
+                raise ValueError(f"config key 'algorithm.overlong_buffer.{mode}': {buffer} exceeds "
+                                 f"rollout.{mode}.max_tokens={max_tokens}")
+        return self
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -196,7 +318,8 @@ def _describe(error: ValidationError, source: str) -> str:
     for item in error.errors():
         key = ".".join(str(p) for p in item["loc"])
         reason = "unknown key" if item["type"] == "extra_forbidden" else item["msg"]
-        lines.append(f"{source}: config key '{key}': {reason}")
+        # a check across sections has no location: its message names the key
+        lines.append(f"{source}: config key '{key}': {reason}" if key else f"{source}: {reason.removeprefix('Value error, ')}")
     return "\n".join(lines)
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from dualmode_rl.filtering.accuracy import run_filter
+from dualmode_rl.filtering.accuracy import INPUT_SHARE, run_filter
 from dualmode_rl.rewards.types import RewardOutput
 
 from .components import accuracy_reward_name, build_engine, build_reward_pool
 from .config import DualModeConfig
 from .data import default_source, load_prompts
+from .preflight import check_generation_limits, check_model
 
 
 class AccuracyScores:
@@ -23,11 +24,20 @@ class AccuracyScores:
         return [RewardOutput(o.component(self.accuracy_reward), o.error, o.extras) for o in self.pool.score(inputs)]
 
 
+def mix_control(cfg: DualModeConfig) -> dict:
+    """run_filter's mode-mix settings from filter.joint / filter.rebalance (to data.reasoning_share, else
+    the input's own share)."""
+    share = cfg.data.reasoning_share if cfg.data.reasoning_share is not None else INPUT_SHARE
+    return {"joint": cfg.filter.joint, "rebalance_to": share if cfg.filter.rebalance else None}
+
+
 def run_filter_command(cfg: DualModeConfig, data: str | None = None, out: str | None = None, split: str = "train") -> dict:
+    model = check_model(cfg.model_path)
     source = data or cfg.data.train or default_source(cfg)
     dataset = load_prompts(cfg, source, split)
     if cfg.filter.max_prompts:
         dataset = dataset.select(range(min(cfg.filter.max_prompts, len(dataset))))
+    check_generation_limits(cfg, model.tokenizer, dataset, source)
     out_dir = Path(out or cfg.filter.out or Path(cfg.train.out).parent / "filter")
     rewards = build_reward_pool(cfg)
     engine = build_engine(cfg, cfg.model_path)
@@ -35,7 +45,7 @@ def run_filter_command(cfg: DualModeConfig, data: str | None = None, out: str | 
                "rewards": cfg.rewards.model_dump(mode="json"), "accuracy_reward": cfg.eval.reward}
     try:
         report = run_filter(engine, AccuracyScores(rewards, accuracy_reward_name(cfg, rewards)), dataset, out_dir,
-                            samples=cfg.filter.samples, run_key=run_key)
+                            samples=cfg.filter.samples, run_key=run_key, seed=cfg.train.seed, **mix_control(cfg))
     finally:
         engine.shutdown()
         rewards.close()

@@ -23,10 +23,14 @@ class RolloutAhead:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="rollout-ahead")
         self._ahead: dict[int, Future] = {}
 
-    def batch(self, step: int, batch_for, prefetch_next: bool) -> ScoredRollout:
+    def batch(self, step: int, batch_for, prefetch_next: bool, complete=None) -> ScoredRollout:
         """Step `step`'s scored batch: the one generated ahead, else collected now from `batch_for(step)`
-        (-> rows, seed). With `prefetch_next`, step+1's batch is submitted before returning."""
+        (-> rows, seed), then finished by `complete(step, scored)` when given (dynamic sampling's refills,
+        on the current weights). With `prefetch_next`, step+1's batch is submitted before returning, after
+        `complete`, so prompts are drawn in step order."""
         scored = self.take(step) or collect(self.rollout, self.rewards, self.samples_per_prompt, *batch_for(step))
+        if complete is not None:
+            scored = complete(step, scored)
         if prefetch_next:
             self.submit(step + 1, *batch_for(step + 1))
         return scored

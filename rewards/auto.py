@@ -20,7 +20,7 @@ class DomainRouter:
             _, error = split_answer(item.completion, item.mode)
             domain = item.reference.get("domain")
             if error is not None:
-                outputs[i] = RewardOutput(0.0, error, {"format": 0.0})
+                outputs[i] = RewardOutput(0.0, extras={"format": 0.0}, reason=error)
             elif domain not in self.verifiers:
                 outputs[i] = RewardOutput(0.0, f"unknown domain {domain!r} (expected one of {sorted(self.verifiers)})")
             else:

@@ -27,6 +27,12 @@ def extract_program(answer: str) -> str:
     return answer
 
 
+def last_fence_end(answer: str) -> int | None:
+    """Where the last complete ``` fenced block ends (just after its closing fence), or None."""
+    ends = [m.end() for m in _FENCE.finditer(answer)]
+    return ends[-1] if ends else None
+
+
 def jobs_for(program: str, reference: dict) -> list[SandboxJob]:
     if reference.get("test"):
         return [SandboxJob(program=program, test_code=reference["test"],
@@ -46,6 +52,9 @@ class CodeReward:
         self._sandbox = sandbox
         self._lock = threading.Lock()
 
+    def __reduce__(self):  # picklable (Ray ships rewards): the settings, not the running sandbox or its lock
+        return CodeReward, (self._num_workers, self._timeout_s)
+
     @property
     def sandbox(self) -> Sandbox:
         with self._lock:
@@ -57,14 +66,14 @@ class CodeReward:
         outputs: list[RewardOutput | None] = [None] * len(inputs)
         jobs, owners = [], []
         for i, item in enumerate(inputs):
-            answer, error = split_answer(item.completion, item.mode)
-            if error is None:
-                try:
-                    row_jobs = jobs_for(extract_program(answer), item.reference)
-                except (ValueError, KeyError, TypeError) as exc:
-                    error = f"bad code reference: {exc}"
-            if error is not None:
-                outputs[i] = RewardOutput(score=0.0, error=error, extras={"pass_fraction": 0.0})
+            answer, reason = split_answer(item.completion, item.mode)
+            if reason is not None:
+                outputs[i] = RewardOutput(score=0.0, extras={"pass_fraction": 0.0}, reason=reason)
+                continue
+            try:
+                row_jobs = jobs_for(extract_program(answer), item.reference)
+            except (ValueError, KeyError, TypeError) as exc:  # the row is at fault, not the answer
+                outputs[i] = RewardOutput(score=0.0, error=f"bad code reference: {exc}", extras={"pass_fraction": 0.0})
                 continue
             jobs += row_jobs
             owners += [i] * len(row_jobs)
@@ -83,9 +92,9 @@ class CodeReward:
 
 def _score(results) -> RewardOutput:
     passed = [p for r in results for p in r.passed]
-    errors = [r.error for r in results if r.error]
+    failures = [r.error for r in results if r.error]  # the program's: timeouts, crashes, wrong output
     fraction = sum(passed) / len(passed) if passed else 0.0
-    all_ok = bool(passed) and all(passed) and not errors
-    error = None if all_ok else (errors[0] if errors else "tests failed")
-    return RewardOutput(score=1.0 if all_ok else 0.0, error=error,
-                        extras={"pass_fraction": fraction, "tests": len(passed)})
+    all_ok = bool(passed) and all(passed) and not failures
+    reason = None if all_ok else (failures[0] if failures else "tests failed")
+    return RewardOutput(score=1.0 if all_ok else 0.0, extras={"pass_fraction": fraction, "tests": len(passed)},
+                        reason=reason)

@@ -21,8 +21,8 @@ _FACTORIAL = re.compile(r"(\d+)\s*!")
 _BOX = re.compile(r"\\(?:boxed|fbox)\s*\{")
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (balanced braces), or None."""
+def last_boxed_span(text: str) -> tuple[int, int] | None:
+    """(start, end) of the last \\boxed{...}'s content (balanced braces; `end` is its closing brace), or None."""
     starts = [m.end() for m in _BOX.finditer(text)]
     if not starts:
         return None
@@ -30,8 +30,14 @@ def last_boxed(text: str) -> str | None:
     for i in range(start, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if depth == 0:
-            return text[start:i].strip()
+            return start, i
     return None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (balanced braces), or None."""
+    span = last_boxed_span(text)
+    return None if span is None else text[span[0]:span[1]].strip()
 
 
 def gold_answer(answer: str) -> str:
@@ -64,6 +70,9 @@ class MathReward:
         self._pool = pool
         self._lock = threading.Lock()
 
+    def __reduce__(self):  # picklable (Ray ships rewards): the settings, not the worker pool or its lock
+        return MathReward, (self._num_procs, self._timeout_s)
+
     @property
     def pool(self) -> MathVerifyPool:
         with self._lock:
@@ -72,21 +81,23 @@ class MathReward:
             return self._pool
 
     def score_one(self, item: RewardInput) -> RewardOutput:
-        answer, error = split_answer(item.completion, item.mode)
-        if error:
-            return RewardOutput(0.0, error)
-        pred = last_boxed(answer)
-        if pred is None:
-            return RewardOutput(0.0, "no \\boxed{} answer")
+        """Score 0 with a `reason` for a wrong or unusable answer; `error` only when the row is at fault."""
         if "answer" not in item.reference:
             return RewardOutput(0.0, "math row has no `answer`")
         gold = gold_answer(str(item.reference["answer"]))
-        reason = refusal(pred) or refusal(gold)
+        if refusal(gold):
+            return RewardOutput(0.0, f"the row's answer is refused: {refusal(gold)}")
+        answer, reason = split_answer(item.completion, item.mode)
         if reason:
-            return RewardOutput(0.0, f"refused: {reason}")
-        equal, error = self.pool.equal(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}",
-                                       pred_extraction=["latex_boxed"], gold_extraction=["latex_boxed", "expr"])
-        return RewardOutput(1.0 if equal else 0.0, error, extras={"extracted": pred[:100]})
+            return RewardOutput(0.0, reason=reason)
+        pred = last_boxed(answer)
+        if pred is None:
+            return RewardOutput(0.0, reason="no \\boxed{} answer")
+        if refusal(pred):
+            return RewardOutput(0.0, reason=f"refused: {refusal(pred)}")
+        equal, reason = self.pool.equal(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}",
+                                        pred_extraction=["latex_boxed"], gold_extraction=["latex_boxed", "expr"])
+        return RewardOutput(1.0 if equal else 0.0, extras={"extracted": pred[:100]}, reason=reason)
 
     def __call__(self, inputs: list[RewardInput]) -> list[RewardOutput]:
         return [self.score_one(item) for item in inputs]

@@ -11,12 +11,11 @@ import logging
 import os
 import queue
 import resource
-import signal
-import subprocess
 import sys
 import threading
 import time
 
+from dualmode_rl.rewards.child_process import ChildProcess
 from dualmode_rl.rewards.sandbox_wire import WireError, WireTimeout, recv_message, send_message
 
 log = logging.getLogger(__name__)
@@ -66,25 +65,9 @@ def serve(memory_bytes: int) -> None:
         send_message(replies, reply)
 
 
-class _Worker:
-    def __init__(self, memory_bytes: int):
-        code = "from dualmode_rl.rewards.math_worker import serve; serve(%d)" % memory_bytes
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, start_new_session=True)
-        recv_message(self.proc.stdout.fileno(), time.monotonic() + 120)
-
-    def ask(self, request: dict, timeout_s: float) -> dict:
-        send_message(self.proc.stdin.fileno(), request)
-        return recv_message(self.proc.stdout.fileno(), time.monotonic() + timeout_s)
-
-    def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for stream in (self.proc.stdin, self.proc.stdout):
-            stream.close()
-        self.proc.wait()
+def _start_worker(memory_bytes: int) -> ChildProcess:
+    code = "from dualmode_rl.rewards.math_worker import serve; serve(%d)" % memory_bytes
+    return ChildProcess([sys.executable, "-c", code], ready_timeout_s=120)
 
 
 class MathVerifyPool:
@@ -94,39 +77,47 @@ class MathVerifyPool:
         self.timeout_s, self.memory_bytes = timeout_s, memory_bytes
         self._idle: queue.Queue = queue.Queue()
         self._slots = threading.Semaphore(num_procs)
+        self._closed = False
         self.restarts = 0
 
     def equal(self, pred: str, gold: str, **options) -> tuple[bool, str | None]:
         with self._slots:
             worker = self._take_worker()
             try:
-                reply = worker.ask({"pred": pred, "gold": gold, **options}, self.timeout_s)
+                reply = worker.request({"pred": pred, "gold": gold, **options}, time.monotonic() + self.timeout_s)
             except (WireTimeout, EOFError, WireError, OSError) as exc:
-                worker.kill()
+                worker.stop()
                 self.restarts += 1
                 reason = "timeout" if isinstance(exc, WireTimeout) else f"worker died: {exc}"
                 return False, f"math verify {reason}"
-            self._idle.put(worker)
+            self._give_back(worker)
         if "error" in reply:
             return False, f"math verify error: {reply['error']}"
         return bool(reply.get("equal")), None
 
-    def _take_worker(self) -> _Worker:
-        """An idle worker, or a new one; a worker that died while idle is replaced, costing no answer."""
+    def _take_worker(self) -> ChildProcess:
+        """An idle worker, or a new one; a worker that died while idle is reaped and replaced, costing no answer."""
         while True:
             try:
                 worker = self._idle.get_nowait()
             except queue.Empty:
-                return _Worker(self.memory_bytes)
-            if worker.proc.poll() is None:
+                return _start_worker(self.memory_bytes)
+            if not worker.exited():
                 return worker
-            log.warning("math verify worker (pid %d) died while idle; starting a new one", worker.proc.pid)
-            worker.kill()
+            log.warning("math verify worker (pid %d) died while idle; starting a new one", worker.pid)
+            worker.stop()
             self.restarts += 1
 
+    def _give_back(self, worker: ChildProcess) -> None:
+        if self._closed:
+            worker.stop()
+        else:
+            self._idle.put(worker)
+
     def close(self) -> None:
+        self._closed = True
         while True:
             try:
-                self._idle.get_nowait().kill()
+                self._idle.get_nowait().stop()
             except queue.Empty:
                 return

@@ -10,7 +10,9 @@ Detected from the function's signature:
           f(completions=list[str], **columns) -> list[float | None]; columns are the reference
           keys as lists (plus `mode`); None means "cannot score" -> 0 with an error.
 Plug-ins receive the raw completion (the ecosystems' convention), not the extracted answer.
-Coroutine functions are awaited.
+Coroutine functions are awaited. Native and TRL rewards are called with a batch, verl ones once per
+sample (`per_sample`); RewardPool checks that a batch call returns one value per sample.
+Values are judged by rewards.types.score_problem: a value that breaks it scores 0 with the error.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import asyncio
 import inspect
 import threading
 
-from dualmode_rl.rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.types import RewardInput, RewardOutput, score_problem
 
 
 def resolve(value):
@@ -41,18 +43,17 @@ def resolve(value):
 
 
 def to_output(value) -> RewardOutput:
+    """A plug-in's value (a number, None, a dict with `score`, or a RewardOutput) as a RewardOutput."""
     if isinstance(value, RewardOutput):
         return value
-    if value is None:
-        return RewardOutput(0.0, "reward returned None")
+    extras = {}
     if isinstance(value, dict):
         if "score" not in value:
-            raise ValueError("a dict reward must have a `score` key")
+            raise ValueError(f"returned a dict without a `score` key (keys: {sorted(value)[:8]})")
         extras = {k: v for k, v in value.items() if k != "score"}
-        return RewardOutput(float(value["score"]), None, extras)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"reward returned {type(value).__name__}, expected a number")
-    return RewardOutput(float(value))
+        value = value["score"]
+    problem = score_problem(value)
+    return RewardOutput(0.0, problem, extras) if problem else RewardOutput(float(value), None, extras)
 
 
 def convention(fn) -> str:
@@ -87,19 +88,19 @@ class TRLReward:
         self._accepted = {p.name for p in params}
 
     def __call__(self, inputs: list[RewardInput]) -> list[RewardOutput]:
-        columns: dict[str, list] = {"mode": [item.mode for item in inputs]}
-        for key in {k for item in inputs for k in item.reference}:
-            columns[key] = [item.reference.get(key) for item in inputs]
+        columns: dict[str, list] = {key: [item.reference.get(key) for item in inputs]
+                                    for key in {k for item in inputs for k in item.reference}}
+        columns["mode"] = [item.mode for item in inputs]  # the sample's mode, whatever the row's column says
         columns.setdefault("prompts", columns.get("prompt", [None] * len(inputs)))
         if not self._accepts_all:
             columns = {k: v for k, v in columns.items() if k in self._accepted}
         values = resolve(self._fn(completions=[item.completion for item in inputs], **columns))
-        if len(values) != len(inputs):
-            raise ValueError(f"returned {len(values)} rewards for {len(inputs)} completions")
-        return [RewardOutput(0.0, "reward returned None") if v is None else to_output(v) for v in values]
+        return [to_output(v) for v in values]
 
 
 class VerlReward:
+    per_sample = True  # verl calls compute_score once per completion
+
     def __init__(self, name: str, fn):
         self.name, self._fn = name, fn
 

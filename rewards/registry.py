@@ -2,7 +2,8 @@
 
 Specs:
 - built-ins: "auto" (route on reference["domain"], gated on format), "math", "code", "format",
-  "arithmetic_steps" (every line with `=` in the reasoning is a true `a op b = c`);
+  "arithmetic_steps" (every line with `=` in the reasoning is a true `a op b = c`),
+  "mode_fidelity" (1 when the completion keeps to its mode: rewards.mode_fidelity);
 - dotted path: "my_pkg.rewards:length_penalty";
 - file path: "path/to/file.py:compute_score";
 - entry point: "ep:GROUP:NAME" (or "ep:NAME" for the group "dualmode_rl.rewards").
@@ -44,10 +45,25 @@ def _builtin(name: str):
     if name == "arithmetic_steps":
         from dualmode_rl.rewards.arithmetic_steps import ArithmeticStepsReward
         return ArithmeticStepsReward()
+    if name == "mode_fidelity":
+        from dualmode_rl.rewards.mode_fidelity import ModeFidelityReward
+        return ModeFidelityReward()
     return None
 
 
-BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps")
+BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity")
+
+
+def _ship_by_value(module) -> None:
+    """A plug-in file is not importable by name in another process: have cloudpickle, and Ray's copy of
+    it when Ray is loaded, send its code along, so Ray can ship the reward to its workers."""
+    for name in ("cloudpickle", "ray.cloudpickle"):
+        if name.startswith("ray") and "ray" not in sys.modules:
+            continue
+        try:
+            importlib.import_module(name).register_pickle_by_value(module)
+        except ImportError:
+            pass
 
 
 def _load_object(spec: str):
@@ -70,6 +86,7 @@ def _load_object(spec: str):
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[module_name] = module
         module_spec.loader.exec_module(module)
+        _ship_by_value(module)
     else:
         module = importlib.import_module(where)
     obj = module

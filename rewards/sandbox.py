@@ -7,8 +7,6 @@ import logging
 import os
 import queue
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -17,8 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from dualmode_rl.rewards.child_process import ChildProcess
 from dualmode_rl.rewards.sandbox_jail import SAFE_ENV, Limits
-from dualmode_rl.rewards.sandbox_wire import WireError, WireTimeout, recv_message, send_message
+from dualmode_rl.rewards.sandbox_wire import WireError, WireTimeout
 
 log = logging.getLogger(__name__)
 _UID_BASE = 1_500_000_000  # unprivileged uids with no passwd entry; one per live zygote
@@ -64,30 +63,14 @@ def _log_isolation_once(ready: dict, result: dict) -> None:
                     ready.get("network_isolated"), iso.get("pid_namespace"), iso.get("root"))
 
 
-class _Zygote:
-    def __init__(self, base_dir: str, once: bool):
-        code = "import sys; from dualmode_rl.rewards.sandbox_server import main; main(sys.argv[1:])"
-        self.proc = subprocess.Popen([sys.executable, "-I", "-c", code] + (["--once"] if once else []),
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=base_dir,
-                                     env=dict(SAFE_ENV), start_new_session=True)
-        self.ready = recv_message(self.proc.stdout.fileno(), time.monotonic() + 60)
-        self.uid = _UID_BASE + self.proc.pid % 1_000_000
+def _start_zygote(base_dir: str, once: bool) -> ChildProcess:
+    code = "import sys; from dualmode_rl.rewards.sandbox_server import main; main(sys.argv[1:])"
+    return ChildProcess([sys.executable, "-I", "-c", code] + (["--once"] if once else []), ready_timeout_s=60,
+                        cwd=base_dir, env=dict(SAFE_ENV))
 
-    def request(self, job: dict, deadline: float) -> dict:
-        send_message(self.proc.stdin.fileno(), job)
-        return recv_message(self.proc.stdout.fileno(), deadline)
 
-    def close(self) -> None:
-        for stream in (self.proc.stdin, self.proc.stdout):
-            try:
-                stream.close()
-            except OSError:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait()
+def _uid_for(zygote: ChildProcess) -> int:
+    return _UID_BASE + zygote.pid % 1_000_000
 
 
 class Sandbox:
@@ -112,11 +95,11 @@ class Sandbox:
             zygote = self._take_zygote()
             job_dir = tempfile.mkdtemp(dir=self.base_dir)
             try:
-                reply = zygote.request(self._job_message(job, job_dir, zygote.uid),
+                reply = zygote.request(self._job_message(job, job_dir, _uid_for(zygote)),
                                        time.monotonic() + self.timeout_s + 15)
                 _log_isolation_once(zygote.ready, reply)
             except (WireTimeout, EOFError, WireError, OSError) as exc:
-                zygote.close()
+                zygote.stop()
                 zygote = None
                 reply = {"passed": [], "error": f"sandbox server failed: {type(exc).__name__} {exc}"}
             finally:
@@ -144,23 +127,23 @@ class Sandbox:
                 "tests_path": tests_path, "stdin_path": stdin_path, "job_dir": job_dir,
                 "timeout_s": self.timeout_s, "limits": asdict(self.limits), "uid": uid}
 
-    def _take_zygote(self) -> _Zygote:
-        """An idle sandbox server, or a new one; one that died while idle is replaced, costing no job."""
+    def _take_zygote(self) -> ChildProcess:
+        """An idle sandbox server, or a new one; one that died while idle is reaped and replaced, costing no job."""
         while True:
             try:
                 zygote = self._idle.get_nowait()
             except queue.Empty:
-                return _Zygote(self.base_dir, once=not self.persistent)
-            if zygote.proc.poll() is None:
+                return _start_zygote(self.base_dir, once=not self.persistent)
+            if not zygote.exited():
                 return zygote
-            log.warning("code sandbox server (pid %d) died while idle; starting a new one", zygote.proc.pid)
-            zygote.close()
+            log.warning("code sandbox server (pid %d) died while idle; starting a new one", zygote.pid)
+            zygote.stop()
 
-    def _give_back(self, zygote: _Zygote | None) -> None:
+    def _give_back(self, zygote: ChildProcess | None) -> None:
         if zygote is None:
             return
         if not self.persistent or self._closed:
-            zygote.close()
+            zygote.stop()
         else:
             self._idle.put(zygote)
 
@@ -169,7 +152,7 @@ class Sandbox:
         self._executor.shutdown(wait=True)
         while True:
             try:
-                self._idle.get_nowait().close()
+                self._idle.get_nowait().stop()
             except queue.Empty:
                 break
         shutil.rmtree(self.base_dir, ignore_errors=True)

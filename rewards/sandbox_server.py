@@ -34,6 +34,7 @@ PRELOAD = ("math", "re", "collections", "itertools", "functools", "heapq", "bise
            "typing", "random", "json", "fractions", "decimal", "statistics", "copy", "operator",
            "datetime", "hashlib", "ast", "traceback")
 PR_SET_CHILD_SUBREAPER = 36
+REAP_TIMEOUT_S = 5.0
 PROGRAM_IN, PROGRAM_OUT = 3, 4  # the program's RPC fds after setup
 
 
@@ -75,6 +76,7 @@ def _enter_program_jail(job: dict, in_pid_namespace: bool, fds: dict) -> list[st
             jail.drop_capabilities()
         else:
             jail.drop_privileges(job["uid"])
+    jail.die_with_parent(None if in_pid_namespace else fds["driver"])  # the driver's death ends the program
     sys.stdin = open(0, "r", closefd=False)
     sys.stdout = open(1, "w", closefd=False)
     sys.stderr = open(2, "w", closefd=False)
@@ -197,14 +199,17 @@ def _wait_exit(pid: int, deadline: float) -> bool:
         os.close(pidfd)
 
 
-def _kill_and_reap(pid: int) -> None:
+def _kill_and_reap(pid: int, timeout_s: float = REAP_TIMEOUT_S) -> None:
+    """SIGKILL a child that is not reaped yet and reap it; a child that does not exit in time (stuck
+    in the kernel) is left to the zygote's sweep of its children."""
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
+        if _wait_exit(pid, time.monotonic() + timeout_s):
+            os.waitpid(pid, 0)
+    except (ChildProcessError, ProcessLookupError):
         pass
 
 
@@ -243,12 +248,11 @@ def _drive_job(job: dict, result_fd: int) -> dict:
         "stdin": os.open(job.get("stdin_path") or os.devnull, os.O_RDONLY),
         "stdout": os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
         "stderr": os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600),
-        "from_driver": to_program_r, "to_driver": to_driver_w, "workdir": workdir,
+        "from_driver": to_program_r, "to_driver": to_driver_w, "workdir": workdir, "driver": os.getpid(),
     }
     pid = os.fork()
     if pid == 0:
         _run_program(job, in_pid_namespace, fds)
-    send_message(result_fd, {"program_pid": pid})
     for key in ("stdin", "stdout", "stderr", "from_driver", "to_driver"):
         os.close(fds[key])
     with os.fdopen(tests_fd, "rb") as f:
@@ -320,39 +324,68 @@ def _job_process(job: dict, result_fd: int) -> None:
 # ---------------------------------------------------------------- zygote (trusted)
 
 def _handle(job: dict) -> dict:
+    zygote = os.getpid()
     result_r, result_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(result_r)
+        jail.die_with_parent(zygote)
         _job_process(job, result_w)
     os.close(result_w)
-    deadline = time.monotonic() + job["timeout_s"] + 5
-    program_pid = None
     try:
-        first = recv_message(result_r, deadline)
-        program_pid = first.get("program_pid")
-        result = recv_message(result_r, deadline)
+        result = recv_message(result_r, time.monotonic() + job["timeout_s"] + 5)
     except WireTimeout:
         result = {"passed": [], "error": "timeout (driver)"}
     except (EOFError, WireError, OSError) as exc:
         result = {"passed": [], "error": f"driver died: {exc}"}
     finally:
         os.close(result_r)
-        for victim in (pid, program_pid):
-            if isinstance(victim, int):
-                _kill_and_reap(victim)
-        _reap_orphans()
+        _kill_and_reap(pid)
+        _kill_children()
     return result
 
 
-def _reap_orphans() -> None:
+def _kill_children(timeout_s: float = REAP_TIMEOUT_S) -> None:
+    """SIGKILL and reap every child the zygote still has once a job is over: a program whose driver
+    died (re-parented here, the zygote being a child subreaper) or whatever a program started outside
+    a pid namespace. Costs one system call when there is none."""
+    deadline = time.monotonic() + timeout_s
     while True:
+        while _reap_one():
+            pass
         try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
+            os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
         except ChildProcessError:
+            return  # no children left
+        if time.monotonic() > deadline:
+            os.write(2, b"sandbox server: a child survived SIGKILL; it will be reaped after the next job\n")
             return
-        if pid == 0:
-            return
+        for child in _child_pids():
+            try:
+                os.kill(child, signal.SIGKILL)  # our unreaped child: its pid cannot have been reused
+            except ProcessLookupError:
+                pass
+        time.sleep(0.01)
+
+
+def _reap_one() -> bool:
+    try:
+        return os.waitpid(-1, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return False
+
+
+def _child_pids() -> list[int]:
+    me, found = os.getpid(), []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == me:
+                        found.append(int(name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
 
 
 def main(argv: list[str]) -> None:

@@ -31,9 +31,17 @@ def sum_gradients(parameters: list[torch.nn.Parameter]) -> None:
 
 
 def sum_values(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    return _reduce(values, device, "SUM")
+
+
+def max_values(values: dict[str, float], device: torch.device) -> dict[str, float]:
+    return _reduce(values, device, "MAX")
+
+
+def _reduce(values: dict[str, float], device: torch.device, op: str) -> dict[str, float]:
     if world()[0] == 1 or not values:
         return values
     keys = sorted(values)
     packed = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=device)
-    dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    dist.all_reduce(packed, op=getattr(dist.ReduceOp, op))
     return dict(zip(keys, packed.tolist()))

@@ -20,6 +20,7 @@ from dualmode_rl.rl import data_parallel
 from dualmode_rl.rl.batch import TrainingBatch
 from dualmode_rl.rl.losses import LOSSES, LossInputs, LossNorm, LossSettings
 from dualmode_rl.rl.micro_batches import LAYOUTS, MicroBatch, build_micro_batch, plan_micro_batches, shard_for_rank
+from dualmode_rl.rl.off_policy import CORRECTIONS, LEVELS, sampler_gap_metrics
 from dualmode_rl.rl.policy import LoraSettings, Policy, torch_dtype
 from dualmode_rl.rl.token_logprobs import DEFAULT_CHUNK_TOKENS
 
@@ -55,18 +56,20 @@ class LearnerConfig:
     epsilon_low: float = 0.2
     epsilon_high: float | None = None
     max_completion_length: int | None = None  # Dr. GRPO normaliser; default: longest completion of the batch
-    # AGAPO with steps_per_batch > 1 is off-policy after the first step: choose "tis" (truncated
-    # importance weights, cap tis_cap) or "none" explicitly. "tis" also works with one step and
-    # old_logprobs="rollout" to correct the sampler/learner mismatch.
+    # Off-policy correction against the sampler's log-probs (TrainingBatch.rollout_logprobs), rl/off_policy.py:
+    # "tis", "mis" or "none". AGAPO with steps_per_batch > 1 is off-policy after the first step, so it needs
+    # an explicit choice (None is no choice). Without correction, the clipped losses' ratio is against the
+    # learner's own first pass.
     off_policy_correction: str | None = None
-    tis_cap: float = 2.0
-    old_logprobs: str = "learner"  # behaviour policy for ratios: "learner" (first pass) or "rollout" (batch)
+    off_policy_cap: float = 2.0  # tis: weights min(ratio, cap); mis: ratios outside [1/cap, cap] dropped
+    off_policy_level: str = "sequence"  # the ratio of the whole sequence (unbiased below the cap), or "token"
+    fp32_lm_head: bool = True  # LM head and log-softmax in fp32 whatever the model's dtype (TRL's cast_lm_head_to_fp32)
     chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     attn_implementation: str = "sdpa"
     # Sampling temperature per mode. Log-probs (policy and reference) are those of softmax(logits / T),
     # the distribution the samples were drawn from, as TRL's GRPOTrainer and verl compute them: the
     # policy gradient then optimises the policy as sampled (and evaluated). Missing mode or T = 0: 1.
-    # With old_logprobs="rollout", have the engine return logprobs_mode="processed_logprobs" to match.
+    # The engines' log-probs (processed_logprobs) are of the same distribution when top-p is 1 and top-k off.
     temperatures: dict[str, float] | None = None
 
     def __post_init__(self):
@@ -76,15 +79,15 @@ class LearnerConfig:
             raise ValueError(f"LearnerConfig.loss: unknown '{self.loss}'; known: {sorted(LOSSES)}")
         if self.steps_per_batch < 1:
             raise ValueError(f"LearnerConfig.steps_per_batch must be >= 1, got {self.steps_per_batch}")
-        if self.off_policy_correction not in (None, "none", "tis"):
-            raise ValueError(f"LearnerConfig.off_policy_correction: '{self.off_policy_correction}' is not one of none, tis")
+        if self.off_policy_correction not in (None, *CORRECTIONS):
+            raise ValueError(f"LearnerConfig.off_policy_correction: '{self.off_policy_correction}' is not one of {CORRECTIONS}")
         if self.loss == "agapo" and self.steps_per_batch > 1 and self.off_policy_correction is None:
             raise ValueError("LearnerConfig: loss 'agapo' with steps_per_batch > 1 is off-policy after the first step; "
-                             "set off_policy_correction to 'tis' or, knowingly, 'none'")
-        if self.off_policy_correction == "tis" and self.loss != "agapo":
-            raise ValueError(f"LearnerConfig.off_policy_correction 'tis' applies to 'agapo'; '{self.loss}' has its own clipped ratio")
-        if self.old_logprobs not in ("learner", "rollout"):
-            raise ValueError(f"LearnerConfig.old_logprobs: '{self.old_logprobs}' is not one of learner, rollout")
+                             "set off_policy_correction to 'tis' or 'mis' or, knowingly, 'none'")
+        if not self.off_policy_cap > 1.0:
+            raise ValueError(f"LearnerConfig.off_policy_cap must be > 1, got {self.off_policy_cap}")
+        if self.off_policy_level not in LEVELS:
+            raise ValueError(f"LearnerConfig.off_policy_level: '{self.off_policy_level}' is not one of {LEVELS}")
         if self.lr_schedule not in SCHEDULES:
             raise ValueError(f"LearnerConfig.lr_schedule: '{self.lr_schedule}' is not one of {SCHEDULES}")
         if self.lr_schedule in ("linear", "cosine") and not self.total_steps:
@@ -102,15 +105,15 @@ class LearnerConfig:
 
     def loss_settings(self) -> LossSettings:
         return LossSettings(beta=self.beta, epsilon_low=self.epsilon_low, epsilon_high=self.epsilon_high,
-                            loss_agg=self.loss_agg,
-                            tis_cap=self.tis_cap if self.off_policy_correction == "tis" else None)
+                            loss_agg=self.loss_agg, off_policy_correction=self.off_policy_correction or "none",
+                            off_policy_cap=self.off_policy_cap, off_policy_level=self.off_policy_level)
 
 
 def _validate(batch: TrainingBatch) -> None:
     n = len(batch.completion_ids)
     fields = {"prompt_ids": batch.prompt_ids, "advantages": batch.advantages, "group_ids": batch.group_ids,
               "modes": batch.modes}
-    for name in ("rollout_logprobs", "ref_logprobs"):
+    for name in ("rollout_logprobs", "ref_logprobs", "loss_mask"):
         if getattr(batch, name) is not None:
             fields[name] = getattr(batch, name)
     for name, values in fields.items():
@@ -123,7 +126,7 @@ def _validate(batch: TrainingBatch) -> None:
             raise ValueError(f"TrainingBatch.completion_ids[{i}] is empty")
         if not math.isfinite(batch.advantages[i]):
             raise ValueError(f"TrainingBatch.advantages[{i}] = {batch.advantages[i]} is not finite")
-        for name in ("rollout_logprobs", "ref_logprobs"):
+        for name in ("rollout_logprobs", "ref_logprobs", "loss_mask"):
             values = getattr(batch, name)
             if values is not None and len(values[i]) != len(batch.completion_ids[i]):
                 raise ValueError(f"TrainingBatch.{name}[{i}] has {len(values[i])} values "
@@ -137,7 +140,8 @@ class Learner:
         self.policy = Policy(
             config.model_path, dtype=config.dtype, device=config.device, lora=config.lora,
             gradient_checkpointing=config.gradient_checkpointing, need_reference=config.beta != 0.0,
-            attn_implementation=config.attn_implementation, chunk_tokens=config.chunk_tokens)
+            attn_implementation=config.attn_implementation, chunk_tokens=config.chunk_tokens,
+            fp32_lm_head=config.fp32_lm_head)
         if config.ref_model_path not in (None, config.model_path) and config.beta != 0.0:
             from transformers import AutoModelForCausalLM
 
@@ -177,7 +181,11 @@ class Learner:
     def _micro_batches(self, batch: TrainingBatch) -> list[MicroBatch]:
         world_size, rank = data_parallel.world()
         lengths = [len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids)]
-        return self._plan(batch.prompt_ids, batch.completion_ids, shard_for_rank(lengths, world_size, rank))
+        micro = self._plan(batch.prompt_ids, batch.completion_ids, shard_for_rank(lengths, world_size, rank))
+        if batch.loss_mask is not None:  # the loss, its ratios and the metrics all weigh tokens by mb.mask
+            for mb in micro:
+                mb.mask = mb.mask * mb.padded_values(batch.loss_mask)
+        return micro
 
     def _plan(self, prompt_ids: list[list[int]], completion_ids: list[list[int]], indices: list[int]) -> list[MicroBatch]:
         lengths = [len(p) + len(c) for p, c in zip(prompt_ids, completion_ids)]
@@ -187,20 +195,15 @@ class Learner:
                 for g in groups]
 
     def _norm(self, batch: TrainingBatch) -> LossNorm:
+        """Batch-wide totals; a sequence whose loss_mask row is all 0 (rl.overlong "mask") is not counted."""
         lengths = [len(c) for c in batch.completion_ids]
-        return LossNorm(num_sequences=len(batch), num_tokens=sum(lengths),
+        trained = batch.trained_tokens()
+        return LossNorm(num_sequences=sum(t > 0 for t in trained), num_tokens=round(sum(trained)),
                         max_completion_length=self.config.max_completion_length or max(lengths))
-
-    def _initial_old_logprobs(self, batch: TrainingBatch, micro: list[MicroBatch]) -> list[torch.Tensor | None]:
-        if self.config.old_logprobs == "rollout":
-            if batch.rollout_logprobs is None:
-                raise ValueError("LearnerConfig.old_logprobs='rollout' but TrainingBatch.rollout_logprobs is None")
-            return [mb.padded_values(batch.rollout_logprobs) for mb in micro]
-        return [None] * len(micro)
 
     def step(self, batch: TrainingBatch) -> dict[str, float]:
         """`steps_per_batch` optimizer steps over the whole batch. Metrics (loss, kl, entropy,
-        clip_frac, per-mode entropy/logprob/kl) come from the first pass, which is on-policy;
+        clip_frac, per-mode entropy/logprob/kl, the learner/sampler gap) come from the first pass;
         grad_norm is the mean over the optimizer steps."""
         started = time.perf_counter()
         _validate(batch)
@@ -214,16 +217,23 @@ class Learner:
                     self.policy.token_logprobs(mb, reference=True, autocast_dtype=self.autocast_dtype,
                                                temperature=t)[0]
                     for mb, t in zip(micro, temperatures)]
-        olds = self._initial_old_logprobs(batch, micro)
-        keep_old = self.config.steps_per_batch > 1 or self.settings.tis_cap is not None
+        samplers = [None if batch.rollout_logprobs is None else mb.padded_values(batch.rollout_logprobs) for mb in micro]
+        correcting = self.settings.off_policy_correction != "none"
+        if correcting and batch.rollout_logprobs is None:
+            raise ValueError(f"off_policy_correction '{self.settings.off_policy_correction}' needs the sampler's "
+                             "log-probs, but TrainingBatch.rollout_logprobs is None")
+        # the behaviour policy: the sampler's when correcting, else the first pass when it goes stale
+        olds = list(samplers) if correcting else [None] * len(micro)
+        keep_first_pass = not correcting and self.config.steps_per_batch > 1
         first_pass: dict[str, float] = {}
+        maxima: dict[str, float] = {}
         grad_norms = []
         for update in range(self.config.steps_per_batch):
             sums: dict[str, float] = defaultdict(float)
             for j, mb in enumerate(micro):
                 logprobs, entropy = self.policy.token_logprobs(mb, autocast_dtype=self.autocast_dtype,
                                                                temperature=temperatures[j])
-                if keep_old and olds[j] is None:
+                if keep_first_pass and olds[j] is None:
                     olds[j] = logprobs.detach()
                 inputs = LossInputs(logprobs=logprobs, mask=mb.mask, advantages=advantages[mb.sequence_indices],
                                     old_logprobs=olds[j], ref_logprobs=refs[j], entropy=entropy)
@@ -234,10 +244,13 @@ class Learner:
                     for key, value in metrics.items():
                         sums[key] += value.item()
                     self._add_mode_metrics(sums, batch, mb, logprobs.detach(), entropy, refs[j])
+                    if samplers[j] is not None:
+                        self._add_sampler_gap(sums, maxima, batch, mb, logprobs.detach(), samplers[j])
             if update == 0:
                 first_pass = dict(sums)
             grad_norms.append(self._optimizer_step())
         metrics = data_parallel.sum_values(first_pass, torch.device(self.config.device))
+        metrics.update(data_parallel.max_values(maxima, torch.device(self.config.device)))
         metrics.update(grad_norm=sum(grad_norms) / len(grad_norms), lr=self.scheduler.get_last_lr()[0],
                        num_tokens=float(norm.num_tokens), num_sequences=float(norm.num_sequences),
                        step_time_s=time.perf_counter() - started)
@@ -268,9 +281,9 @@ class Learner:
 
     def _add_mode_metrics(self, sums, batch: TrainingBatch, mb: MicroBatch, logprobs, entropy, ref) -> None:
         modes = sorted(set(batch.modes))  # same keys on every rank, so metric sums line up
-        tokens_per_mode = defaultdict(int)
-        for mode, completion in zip(batch.modes, batch.completion_ids):
-            tokens_per_mode[mode] += len(completion)
+        tokens_per_mode = defaultdict(float)
+        for mode, tokens in zip(batch.modes, batch.trained_tokens()):
+            tokens_per_mode[mode] += tokens
         token_sums = mb.mask.sum(-1)
         for mode in modes:
             rows = torch.tensor([batch.modes[i] == mode for i in mb.sequence_indices], device=mb.mask.device)
@@ -281,6 +294,21 @@ class Learner:
             sums[f"response_tokens/{mode}"] += (token_sums * rows).sum().item()
             if ref is not None:
                 sums[f"kl/{mode}"] += (((logprobs - ref) * selected).sum() / denominator).item()
+
+    def _add_sampler_gap(self, sums, maxima, batch: TrainingBatch, mb: MicroBatch, logprobs, sampler) -> None:
+        """The learner/sampler gap (rl.off_policy.sampler_gap_metrics), over the batch and per mode."""
+        tokens: dict[str, float] = defaultdict(float)
+        for mode, trained in zip(batch.modes, batch.trained_tokens()):
+            tokens[mode] += trained
+            tokens[""] += trained
+        s = self.settings
+        gap_sums, gap_maxima = sampler_gap_metrics(
+            logprobs, sampler, mb.mask, [batch.modes[i] for i in mb.sequence_indices], dict(sorted(tokens.items())),
+            s.off_policy_correction, s.off_policy_cap, s.off_policy_level)
+        for key, value in gap_sums.items():
+            sums[key] += value
+        for key, value in gap_maxima.items():
+            maxima[key] = max(maxima.get(key, 0.0), value)
 
     def _optimizer_step(self) -> float:
         data_parallel.sum_gradients(self.params)

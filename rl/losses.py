@@ -17,13 +17,15 @@ from typing import Callable
 
 import torch
 
+from .off_policy import importance_ratio, off_policy_weights
+
 
 @dataclass
 class LossInputs:
     logprobs: torch.Tensor  # [N, T] current policy, differentiable
     mask: torch.Tensor  # [N, T] 1.0 on completion tokens
     advantages: torch.Tensor  # [N]
-    old_logprobs: torch.Tensor | None = None  # [N, T] behaviour policy; None = on-policy
+    old_logprobs: torch.Tensor | None = None  # [N, T] behaviour policy (the ratios' "old"); None = on-policy
     ref_logprobs: torch.Tensor | None = None  # [N, T] reference policy; needed when beta > 0
     entropy: torch.Tensor | None = None  # [N, T] for metrics only
 
@@ -38,8 +40,9 @@ class LossNorm:
 
     @classmethod
     def of(cls, mask: torch.Tensor, max_completion_length: int | None = None) -> "LossNorm":
+        """The totals of `mask`; a sequence whose every weight is 0 (left out of the loss) is not counted."""
         return cls(
-            num_sequences=mask.shape[0],
+            num_sequences=int((mask.sum(-1) > 0).sum().item()),
             num_tokens=int(mask.sum().item()),
             max_completion_length=max_completion_length or mask.shape[1],
         )
@@ -54,9 +57,14 @@ class LossSettings:
     # the printed objective), "token_mean" (all tokens of the batch share one mean), or
     # "seq_token_mean" (mean over each sequence's tokens, then over sequences).
     loss_agg: str = "token_sum"
-    # AGAPO off-policy correction: None, or the cap c of a truncated per-token importance
-    # weight min(pi_theta / pi_old, c), detached (truncated importance sampling).
-    tis_cap: float | None = None
+    # Off-policy correction against the behaviour policy in LossInputs.old_logprobs (rl/off_policy.py):
+    # "none", "tis" (weights min(ratio, cap)) or "mis" (ratio inside [1/cap, cap], else 0), the ratio
+    # per "sequence" (unbiased below the cap) or per "token". AGAPO multiplies its whole per-token loss
+    # (policy term and both sequence-KL terms) by the weights; the clipped losses take their ratio
+    # against old_logprobs, and "mis" also drops the tokens (or sequences) outside the bounds.
+    off_policy_correction: str = "none"
+    off_policy_cap: float = 2.0
+    off_policy_level: str = "sequence"
     # GRPO/DAPO/Dr. GRPO: multiply the per-token k3 KL by the ratio pi_theta/pi_old (TRL's
     # `use_bias_correction_kl`, default True in TRL 1.16); a no-op on-policy.
     kl_ratio_correction: bool = True
@@ -77,14 +85,15 @@ def _entropy_metric(inputs: LossInputs, norm: LossNorm) -> dict[str, torch.Tenso
 
 
 def _aggregate(per_token: torch.Tensor, mask: torch.Tensor, norm: LossNorm, how: str) -> torch.Tensor:
+    sequences = max(norm.num_sequences, 1)  # 0 when every sequence is left out of the loss: the loss is 0
     if how == "token_sum":
-        return (per_token * mask).sum() / norm.num_sequences
+        return (per_token * mask).sum() / sequences
     if how == "token_mean":
         return (per_token * mask).sum() / max(norm.num_tokens, 1)
     if how == "seq_token_mean":
-        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sum() / norm.num_sequences
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).sum() / sequences
     if how == "dr_grpo":
-        return (per_token * mask).sum() / (norm.num_sequences * norm.max_completion_length)
+        return (per_token * mask).sum() / (sequences * norm.max_completion_length)
     raise ValueError(f"unknown loss aggregation '{how}'; known: token_sum, token_mean, seq_token_mean, dr_grpo")
 
 
@@ -94,43 +103,45 @@ def cumulative_future_sum(values: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     return masked.flip(-1).cumsum(-1).flip(-1)
 
 
-def sequence_kl_surrogate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
-                          weights: torch.Tensor | None = None) -> torch.Tensor:
+def sequence_kl_surrogate(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Per-token terms whose sum over a sequence has value KL_seq = sum_t log(pi/pi_ref)(o_t) and
     gradient sum_t grad log pi(o_t) * (1 + sum_{s>=t} log(pi/pi_ref)(o_s)) (Tang & Munos 2025):
     the cumulative-future-log-ratio score term plus the direct term. On-policy, its expectation's
-    gradient is the exact gradient of KL(pi_theta(.|q) || pi_ref(.|q)) over sequences.
-    `weights` (detached importance weights) scale the score term for off-policy samples.
+    gradient is the exact gradient of KL(pi_theta(.|q) || pi_ref(.|q)) over sequences; off-policy,
+    importance weights must scale both terms.
     """
     log_ratio = logprobs - ref_logprobs
     future = cumulative_future_sum(log_ratio.detach(), mask)
-    score = (logprobs - logprobs.detach()) * future
-    if weights is not None:
-        score = score * weights
-    return log_ratio + score
+    return log_ratio + (logprobs - logprobs.detach()) * future
+
+
+def _off_policy(inputs: LossInputs, settings: LossSettings, loss: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weights, capped) of the settings' correction against old_logprobs; None without correction."""
+    if settings.off_policy_correction == "none":
+        return None
+    if inputs.old_logprobs is None:
+        raise ValueError(f"loss '{loss}': off_policy_correction '{settings.off_policy_correction}' needs the "
+                         "behaviour policy's log-probs (old_logprobs)")
+    ratio = importance_ratio(inputs.logprobs, inputs.old_logprobs, inputs.mask, settings.off_policy_level)
+    return off_policy_weights(ratio, settings.off_policy_correction, settings.off_policy_cap)
 
 
 def agapo_loss(inputs: LossInputs, norm: LossNorm, settings: LossSettings):
     """Plain policy gradient, no ratio, no clipping, minus beta * sequence-level KL:
     loss = -A_i * sum_t log pi(o_t) + beta * KL_seq, aggregated per `settings.loss_agg`.
-    With `tis_cap` set, the score terms carry min(pi/pi_old, cap) per token (detached)."""
+    With an off-policy correction, every per-token term carries its importance weight (detached)."""
     lp, mask = inputs.logprobs, inputs.mask
-    weights = None
     metrics: dict[str, torch.Tensor] = {}
-    if settings.tis_cap is not None:
-        if inputs.old_logprobs is None:
-            raise ValueError("loss 'agapo': tis_cap is set but no old (behaviour) logprobs were given")
-        ratio = torch.exp(lp.detach() - inputs.old_logprobs)
-        weights = ratio.clamp(max=settings.tis_cap)
-        metrics["tis_truncated_frac"] = _token_mean((ratio > settings.tis_cap).float(), mask, norm)
-    score = lp if weights is None else lp * weights
-    per_token = -inputs.advantages.unsqueeze(1) * score
+    per_token = -inputs.advantages.unsqueeze(1) * lp
     if settings.beta != 0.0:
         if inputs.ref_logprobs is None:
             raise ValueError("loss 'agapo': beta != 0 needs ref_logprobs")
-        per_token = per_token + settings.beta * sequence_kl_surrogate(lp, inputs.ref_logprobs, mask, weights)
+        per_token = per_token + settings.beta * sequence_kl_surrogate(lp, inputs.ref_logprobs, mask)
         metrics["kl"] = _token_mean((lp - inputs.ref_logprobs).detach(), mask, norm)
-        metrics["kl_seq"] = ((lp - inputs.ref_logprobs).detach() * mask).sum() / norm.num_sequences
+        metrics["kl_seq"] = ((lp - inputs.ref_logprobs).detach() * mask).sum() / max(norm.num_sequences, 1)
+    correction = _off_policy(inputs, settings, "agapo")
+    if correction is not None:
+        per_token = per_token * correction[0]
     loss = _aggregate(per_token, mask, norm, settings.loss_agg)
     metrics["clip_frac"] = torch.zeros((), dtype=lp.dtype, device=lp.device)
     return loss, metrics | _entropy_metric(inputs, norm)
@@ -154,6 +165,9 @@ def _clipped_policy_loss(inputs: LossInputs, norm: LossNorm, settings: LossSetti
             per_token_kl = per_token_kl * ratio
         per_token = per_token + settings.beta * per_token_kl
         metrics["kl"] = _token_mean(per_token_kl.detach(), mask, norm)
+    correction = _off_policy(inputs, settings, "clipped policy loss")
+    if correction is not None and settings.off_policy_correction == "mis":
+        per_token = per_token * ~correction[1]  # the clip already bounds the ratio; "mis" also drops
     loss = _aggregate(per_token, mask, norm, aggregation)
     low = (ratio < 1 - settings.epsilon_low) & (advantages < 0)
     high = (ratio > 1 + epsilon_high) & (advantages > 0)

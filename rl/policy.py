@@ -46,11 +46,12 @@ class Policy:
     def __init__(self, model_path: str, dtype: str = "float32", device: str = "cpu",
                  lora: LoraSettings | None = None, gradient_checkpointing: bool = False,
                  need_reference: bool = True, attn_implementation: str = "sdpa",
-                 chunk_tokens: int = DEFAULT_CHUNK_TOKENS):
+                 chunk_tokens: int = DEFAULT_CHUNK_TOKENS, fp32_lm_head: bool = True):
         from transformers import AutoModelForCausalLM
 
         self.model_path = model_path
         self.chunk_tokens = chunk_tokens
+        self.fp32_lm_head = fp32_lm_head
         self.device = torch.device(device)
 
         def load():
@@ -127,10 +128,9 @@ class Policy:
                           attention_mask=self._attention_mask(hf_model, micro_batch),
                           use_cache=False).last_hidden_state
         hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, micro_batch.hidden_index)
-        if temperature is not None:  # logits / T == (hidden / T) @ W.T, and the LM head has no bias
-            hidden = hidden / temperature.to(hidden.dtype)[:, None]
         weight = hf_model.get_output_embeddings().weight
-        logprobs, entropy = chosen_token_logprobs(hidden, weight, micro_batch.labels, self.chunk_tokens)
+        logprobs, entropy = chosen_token_logprobs(hidden, weight, micro_batch.labels, self.chunk_tokens,
+                                                  temperature, self.fp32_lm_head)
         return micro_batch.to_padded(logprobs), micro_batch.to_padded(entropy)
 
     # ---- export -------------------------------------------------------------------------

@@ -3,6 +3,10 @@
 Never materialises the `[tokens, vocab]` fp32 logits of a whole micro-batch: the LM head and
 log-softmax run one chunk of tokens at a time, forward and again in backward (recompute),
 keeping only the chosen token's log-prob and the entropy.
+
+With `fp32` (the default) the head's product and the log-softmax run in fp32 even when the model
+runs in bf16, as TRL's `cast_lm_head_to_fp32`: bf16 logits are rounded to 8 significant bits, up
+to a few hundredths of a nat per token at logits of magnitude 10-20.
 """
 from __future__ import annotations
 
@@ -61,11 +65,17 @@ class _ChosenTokenLogprobs(torch.autograd.Function):
 
 
 def chosen_token_logprobs(hidden: torch.Tensor, lm_head_weight: torch.Tensor, labels: torch.Tensor,
-                          chunk_tokens: int = DEFAULT_CHUNK_TOKENS) -> tuple[torch.Tensor, torch.Tensor]:
-    """`hidden` [N, H] (state before each label), `labels` [N] -> (logprob [N] fp32, entropy [N] fp32).
+                          chunk_tokens: int = DEFAULT_CHUNK_TOKENS, temperature: torch.Tensor | None = None,
+                          fp32: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """`hidden` [N, H] (state before each label), `labels` [N] -> (logprob [N] fp32, entropy [N] fp32)
+    of softmax(logits / temperature) (`temperature` [N], None: 1).
 
     Gradients flow to `hidden` and `lm_head_weight` through the log-prob only.
     """
     if hidden.dim() != 2 or labels.dim() != 1 or hidden.shape[0] != labels.shape[0]:
         raise ValueError(f"chosen_token_logprobs: hidden [N, H] and labels [N] expected, got {tuple(hidden.shape)}, {tuple(labels.shape)}")
+    if fp32:
+        hidden = hidden.float()  # the weight follows hidden's dtype in the kernel
+    if temperature is not None:  # logits / T == (hidden / T) @ W.T: the LM head has no bias
+        hidden = hidden / temperature.to(hidden.dtype)[:, None]
     return _ChosenTokenLogprobs.apply(hidden, lm_head_weight, labels, chunk_tokens)

@@ -3,7 +3,10 @@
 - `rollout.types`: the records that leave this package (GenerationRequest, RolloutGroup, Sample).
 - `rollout.modes`: per-mode sampling settings and chat-template prompt rendering.
 - `rollout.engine.VllmEngine` / `rollout.hf_engine.HfEngine`: one in-process engine each.
-- `rollout.worker.RolloutWorker`, `rollout.pool.RolloutPool`: engines inside Ray actors.
+- `rollout.worker.RolloutWorker`, `rollout.pool.RolloutPool`: engines inside Ray actors;
+  `rollout.placement`: each engine's placement group (1-GPU bundles for tensor parallelism).
+- `rollout.weight_transfer`: new weights through vLLM's weight-transfer API (gloo engine on CPU,
+  vLLM's nccl / ipc on GPUs); `rollout.vllm_weight_sync`: the loading both transports share.
 
 Nothing heavy (vllm, ray) is imported here; each module imports them when it needs them.
 """

@@ -1,14 +1,16 @@
 """A transformers `generate` engine with VllmEngine's interface: for comparison and for machines without vLLM.
 
-Logprob semantics follow VllmEngine: "raw_logprobs" (default) are log_softmax of the raw logits
-(temperature 1, no top-p); "processed_logprobs" are taken from the temperature-scaled, top-p-truncated
-scores that were sampled from.
+Log-prob semantics follow VllmEngine: "processed_logprobs" (default) are log_softmax of the scores
+sampled from (logits / T, then top-k, then top-p, as vLLM orders them); "raw_logprobs" of the raw logits.
 """
 from __future__ import annotations
 
 import torch
+from transformers import LogitsProcessorList
 
+from .engine import VLLM_SETTINGS
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
+from .thinking_budget import ThinkingBudgetProcessor, mark_forced, require_markers, think_markers
 from .types import GenerationRequest, RolloutGroup, Sample
 
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
@@ -21,16 +23,17 @@ class HfEngine:
         sampling: SamplingConfig | None = None,
         max_model_len: int = 2048,
         seed: int | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",  # "auto": fp32 on CPU, the checkpoint's dtype on GPU
         device: str | None = None,
-        logprobs_mode: str = "raw_logprobs",
-        gpu_memory_utilization: float | None = None,  # vLLM-only options, accepted so configs can switch engines
-        tensor_parallel_size: int = 1,
-        enforce_eager: bool = True,
+        logprobs_mode: str = "processed_logprobs",
         policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
+        **vllm_only,  # vLLM's settings (rollout/engine.py), accepted so configs can switch engines
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        unknown = set(vllm_only) - VLLM_SETTINGS
+        if unknown:
+            raise TypeError(f"HfEngine: unknown settings {sorted(unknown)}")
         if logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"HfEngine: logprobs_mode must be one of {LOGPROBS_MODES}, got {logprobs_mode!r}")
         self.model_path = str(model_path)
@@ -41,7 +44,12 @@ class HfEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         if self.tokenizer.eos_token_id is None:
             raise ValueError(f"tokenizer at {self.model_path} has no eos token; generation could not stop")
-        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=getattr(torch, dtype))
+        self.think_markers = think_markers(self.tokenizer)
+        if self.sampling.reasoning.thinking_budget is not None:
+            require_markers(self.think_markers, f"at {self.model_path}")
+        if dtype == "auto":
+            dtype = "float32" if self.device.type == "cpu" else "auto"
+        self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
         self.model.to(self.device).eval()
         torch.manual_seed(engine_seed(seed, self.sampling))
         self._policy_version = int(policy_version)
@@ -50,15 +58,18 @@ class HfEngine:
     def policy_version(self) -> int:
         return self._policy_version
 
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        """As VllmEngine.generate; `sampling` replaces the engine's settings for this call."""
         if seed is not None:
             torch.manual_seed(int(seed))
-        return self._generate(requests, greedy=False)
+        return self._generate(requests, greedy=False, sampling=sampling)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         return self._generate(requests, greedy=True)
 
-    def _generate(self, requests: list[GenerationRequest], greedy: bool) -> list[RolloutGroup]:
+    def _generate(self, requests: list[GenerationRequest], greedy: bool,
+                  sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
         """One left-padded `generate` call per mode, with `n` rows per request."""
         prompts = [render_prompt_ids(self.tokenizer, r) for r in requests]
         for r, ids in zip(requests, prompts):
@@ -66,22 +77,24 @@ class HfEngine:
         samples: list[list[Sample]] = [[] for _ in requests]
         for mode in dict.fromkeys(r.mode for r in requests):
             rows = [i for i, r in enumerate(requests) if r.mode == mode for _ in range(1 if greedy else r.n)]
-            for i, sample in zip(rows, self._generate_rows([prompts[i] for i in rows], mode, greedy)):
+            mode_sampling = (sampling or self.sampling).for_mode(mode)
+            for i, sample in zip(rows, self._generate_rows([prompts[i] for i in rows], mode_sampling, greedy)):
                 samples[i].append(sample)
         return [RolloutGroup(r.request_id, r.mode, p, s) for r, p, s in zip(requests, prompts, samples)]
 
     @torch.no_grad()
-    def _generate_rows(self, prompts: list[list[int]], mode: str, greedy: bool) -> list[Sample]:
+    def _generate_rows(self, prompts: list[list[int]], sampling: ModeSampling, greedy: bool) -> list[Sample]:
         width = max(len(p) for p in prompts)
         pad = self._pad_id()
         inputs = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        out = self.model.generate(inputs, attention_mask=mask, **self._generate_kwargs(self.sampling.for_mode(mode), greedy, width))
+        out = self.model.generate(inputs, attention_mask=mask, **self._generate_kwargs(sampling, greedy, width))
         steps = out.logits if self.logprobs_mode == "raw_logprobs" else out.scores
         step_logprobs = torch.stack(steps, dim=1).float().log_softmax(-1)  # [rows, new, vocab]
         new_tokens = out.sequences[:, width:]
         chosen = step_logprobs.gather(-1, new_tokens.unsqueeze(-1)).squeeze(-1)
-        return [self._to_sample(new_tokens[i].tolist(), chosen[i].tolist()) for i in range(len(prompts))]
+        return [self._to_sample(new_tokens[i].tolist(), chosen[i].tolist(), prompts[i], sampling.thinking_budget)
+                for i in range(len(prompts))]
 
     def _pad_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -91,7 +104,11 @@ class HfEngine:
         max_new = min(mode.max_tokens, self.max_model_len - prompt_len)
         if max_new < 1:
             raise ValueError(f"HfEngine: prompt of {prompt_len} tokens leaves no room in max_model_len={self.max_model_len}")
-        sampling = dict(do_sample=False) if greedy else dict(do_sample=True, temperature=mode.temperature, top_p=mode.top_p, top_k=0)
+        sampling = dict(do_sample=False) if greedy else dict(
+            do_sample=True, temperature=mode.temperature, top_p=mode.top_p, top_k=max(mode.top_k, 0))  # top_k 0: off
+        if mode.thinking_budget is not None:  # forced before temperature and top-p, as in vLLM
+            markers = require_markers(self.think_markers, f"at {self.model_path}")
+            sampling["logits_processor"] = LogitsProcessorList([ThinkingBudgetProcessor(markers, mode.thinking_budget)])
         return dict(
             max_new_tokens=max_new,
             eos_token_id=self.tokenizer.eos_token_id,
@@ -102,17 +119,19 @@ class HfEngine:
             **sampling,
         )
 
-    def _to_sample(self, tokens: list[int], logprobs: list[float]) -> Sample:
+    def _to_sample(self, tokens: list[int], logprobs: list[float], prompt: list[int], budget: int | None) -> Sample:
         eos = self.tokenizer.eos_token_id
         stopped = eos in tokens
         length = tokens.index(eos) + 1 if stopped else len(tokens)  # keep the eos token, like vLLM
         tokens, logprobs = tokens[:length], logprobs[:length]
+        forced, logprobs = mark_forced(prompt, tokens, logprobs, self.think_markers, budget)
         return Sample(
             token_ids=tokens,
             logprobs=logprobs,
             text=self.tokenizer.decode(tokens, skip_special_tokens=True),
             finish_reason="stop" if stopped else "length",
             policy_version=self._policy_version,
+            forced_positions=forced,
         )
 
     @torch.no_grad()

@@ -5,7 +5,7 @@ tokenizer whose chat template has that switch (a real EXAONE 4.0 one included) w
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .types import MODES, REASONING, GenerationRequest
 
@@ -15,6 +15,13 @@ class ModeSampling:
     temperature: float
     top_p: float
     max_tokens: int
+    thinking_budget: int | None = None  # think tokens before `</think>` is forced (rollout/thinking_budget.py)
+    top_k: int = -1  # -1: off
+
+    @property
+    def truncated(self) -> bool:
+        """Whether top-p or top-k cut the tail, so samples do not follow softmax(logits / T)."""
+        return self.top_p < 1.0 or self.top_k > 0
 
     def __post_init__(self):
         if self.temperature < 0:
@@ -23,19 +30,29 @@ class ModeSampling:
             raise ValueError(f"ModeSampling.top_p must be in (0, 1], got {self.top_p}")
         if self.max_tokens < 1:
             raise ValueError(f"ModeSampling.max_tokens must be >= 1, got {self.max_tokens}")
+        if self.thinking_budget is not None and self.thinking_budget < 0:
+            raise ValueError(f"ModeSampling.thinking_budget must be >= 0 or None, got {self.thinking_budget}")
+        if self.top_k != -1 and self.top_k < 1:
+            raise ValueError(f"ModeSampling.top_k must be -1 (off) or >= 1, got {self.top_k}")
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """EXAONE 4.0 recommendation: reasoning T=0.6, top-p 0.95; non-reasoning T < 0.6."""
+    """EXAONE 4.0's temperatures (reasoning T=0.6, non-reasoning T < 0.6), with top-p 1 and no top-k,
+    so samples follow softmax(logits / T), the distribution a learner scores (EXAONE recommends
+    top-p 0.95 for evaluation: orchestration's eval.* settings)."""
 
-    reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.6, 0.95, 512))
-    non_reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.4, 0.95, 256))
+    reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.6, 1.0, 512))
+    non_reasoning: ModeSampling = field(default_factory=lambda: ModeSampling(0.4, 1.0, 256))
     seed: int | None = 0
 
     def for_mode(self, mode: str) -> ModeSampling:
         check_mode(mode)
         return self.reasoning if mode == REASONING else self.non_reasoning
+
+    def with_thinking_budget(self, budget: int | None) -> "SamplingConfig":
+        """The same settings with reasoning mode's thinking budget set to `budget` (None: no budget)."""
+        return replace(self, reasoning=replace(self.reasoning, thinking_budget=budget))
 
 
 def engine_seed(seed: int | None, sampling: SamplingConfig) -> int:

@@ -1,12 +1,15 @@
-"""A pool of rollout workers (Ray actors), placed with a Ray placement group.
+"""A pool of rollout workers (Ray actors), one vLLM engine each, each engine in a placement group of
+its own (rollout/placement.py).
 
 - Requests go to the worker with the least pending work (samples x max new tokens), one batched call
   per worker, and come back in request order. `submit` queues them and returns at once (asynchronous
   rollout); `generate` waits.
-- `update_weights` puts the weights in the Ray object store once; every actor reads them from there.
+- Weights arrive through vLLM's weight-transfer API (rollout/weight_transfer/sync.py drives the actors
+  through `transfer_client()`), or with `rollout.weight_transfer: file` through `update_weights`,
+  which puts the weights in the Ray object store once; every actor reads them from there.
 - Every sample carries the policy version of the weights that produced it.
-- An actor that dies is replaced in its placement-group bundle, given the latest weights, and its
-  unfinished requests are issued again.
+- An actor that dies is replaced in its placement group and brought to the latest weights (the file
+  path's, or through `on_replaced`, before any new work), and its unfinished requests are issued again.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .placement import EnginePlacement, plan_engine
+from .modes import SamplingConfig
 from .types import GenerationRequest, RolloutGroup
 from .worker import RolloutWorker
 
@@ -24,20 +29,18 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class PoolPlacement:
-    """One bundle per worker. CPU machines: CPUs only. GPU clusters: num_gpus_per_worker = the engine's
-    tensor_parallel_size (engine_kwargs), so one vLLM engine owns that many GPUs."""
-
     num_cpus_per_worker: float = 1
-    num_gpus_per_worker: float = 0
-    strategy: str = "PACK"  # Ray placement strategy: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
+    # GPUs per engine; None: its tensor_parallel_size when the Ray cluster has GPUs, else 0 (CPU)
+    num_gpus_per_worker: float | None = None
+    strategy: str = "PACK"  # Ray placement strategy of each engine's group: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
     cpu_binds: list[str] | None = None  # per worker VLLM_CPU_OMP_THREADS_BIND, e.g. ["0", "1"]
     ready_timeout_s: float = 600
 
-    def bundle(self) -> dict[str, float]:
-        b = {"CPU": self.num_cpus_per_worker}
-        if self.num_gpus_per_worker:
-            b["GPU"] = self.num_gpus_per_worker
-        return b
+    def engine(self, tensor_parallel_size: int, cluster_gpus: float) -> EnginePlacement:
+        gpus = self.num_gpus_per_worker
+        if gpus is None:
+            gpus = tensor_parallel_size if cluster_gpus > 0 else 0
+        return plan_engine(tensor_parallel_size, gpus, self.num_cpus_per_worker)
 
 
 @dataclass
@@ -77,11 +80,16 @@ class RolloutPool:
         self._weights_ref = None
         self._policy_version = int(self.engine_kwargs.get("policy_version", 0))
         self.closing = False
-        self.placement_group = placement_group([self.placement.bundle()] * num_workers, strategy=self.placement.strategy)
-        self._wait(self.placement_group.ready(), "placement group with bundles " + str(self.placement.bundle()))
+        self.membership = 0  # counts actor replacements: a weight-transfer group must be formed again
+        self.on_replaced = None  # called (no arguments) after a replacement, before the actor gets work
+        self.workers_per_engine = int(self.engine_kwargs.get("tensor_parallel_size", 1))
+        self.engine_placement = self.placement.engine(self.workers_per_engine, ray.cluster_resources().get("GPU", 0))
+        bundles = self.engine_placement.bundles
+        self.placement_groups = [placement_group(bundles, strategy=self.placement.strategy) for _ in range(num_workers)]
+        self._wait([pg.ready() for pg in self.placement_groups], f"{num_workers} placement groups of bundles {bundles}")
         self.slots = [_Slot(i, self._start_actor(i)) for i in range(num_workers)]
         for slot, info in zip(self.slots, self._wait([s.actor.ping.remote() for s in self.slots], "rollout workers to start")):
-            log.info("rollout worker %d: pid %d on Ray node %s", slot.index, info["pid"], info["node"])
+            log.info("rollout worker %d: pid %d on Ray node %s, GPUs %s", slot.index, info["pid"], info["node"], info["gpus"])
 
     # ---- public API -------------------------------------------------------------------------
     @property
@@ -92,20 +100,64 @@ class RolloutPool:
     def restarts(self) -> int:
         return sum(s.restarts for s in self.slots)
 
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
-        """With `seed`, worker k reseeds its sampler with `seed + k` first: reproducible rollouts."""
-        return self.submit(requests, seed).result()
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        """With `seed`, worker k reseeds its sampler with `seed + k` first: reproducible rollouts. With
+        `sampling`, the workers sample this call with those settings (evaluation during training)."""
+        return self.submit(requests, seed, sampling).result()
 
-    def submit(self, requests: list[GenerationRequest], seed: int | None = None) -> "PendingGeneration":
+    def submit(self, requests: list[GenerationRequest], seed: int | None = None,
+               sampling: SamplingConfig | None = None) -> "PendingGeneration":
         """Starts `generate` and returns at once. The calls are queued on the actors now, so a later
         `update_weights` lands after this generation: it samples with the weights of submission time."""
-        return PendingGeneration(self, "generate", requests, seed)
+        return PendingGeneration(self, "generate", requests, seed, sampling)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         return PendingGeneration(self, "generate_greedy", requests).result()
 
+    @property
+    def engine_workers(self) -> int:
+        """vLLM workers over all engines: each takes one rank of a weight-transfer group."""
+        return len(self.slots) * self.workers_per_engine
+
+    def transfer_client(self):
+        """vLLM's weight-sync client over the current actors (for WeightSender)."""
+        from .weight_transfer.client import RolloutActorsClient
+
+        return RolloutActorsClient([s.actor for s in self.slots], self.workers_per_engine)
+
+    def set_policy_version(self, version: int) -> None:
+        """The version the actors hold after an update that did not go through `update_weights`."""
+        with self._lock:
+            self._policy_version = int(version)
+
+    def replace_dead(self) -> bool:
+        """Pings every actor and replaces those that are gone; True when any was."""
+        import ray
+
+        replaced = False
+        for slot in list(self.slots):
+            actor = slot.actor
+            try:
+                ray.get(actor.ping.remote(), timeout=self.placement.ready_timeout_s)
+            except ray.exceptions.RayActorError:
+                self._replace_if_dead(slot, actor)
+                replaced = True
+        return replaced
+
+    def sleep(self) -> None:
+        """Colocation: every engine frees its GPU memory (vLLM sleep level 1) until `wake_up`."""
+        import ray
+
+        ray.get([s.actor.sleep.remote() for s in self.slots])
+
+    def wake_up(self) -> None:
+        import ray
+
+        ray.get([s.actor.wake_up.remote() for s in self.slots])
+
     def update_weights(self, weights: dict[str, torch.Tensor], version: int) -> None:
-        """Every worker loads the weights (one object-store copy); new samples carry `version`."""
+        """The file path: every worker loads the weights (one object-store copy); new samples carry `version`."""
         import ray
 
         ref = ray.put(weights)
@@ -147,7 +199,8 @@ class RolloutPool:
             except Exception as err:  # a dead or hung actor is killed below anyway
                 log.warning("rollout worker %d did not shut down cleanly: %s", slot.index, err)
             ray.kill(slot.actor, no_restart=True)
-        remove_placement_group(self.placement_group)
+        for pg in self.placement_groups:
+            remove_placement_group(pg)
         self.slots = []
 
     # ---- balancing and re-issue -------------------------------------------------------------
@@ -170,9 +223,11 @@ class RolloutPool:
     def _chunk_cost(self, method: str, requests: list[GenerationRequest], indices: list[int]) -> float:
         return sum(self._request_cost(requests[i], method == "generate_greedy") for i in indices)
 
-    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], indices: list[int], seed: int | None):
+    def _submit(self, slot: _Slot, method: str, requests: list[GenerationRequest], indices: list[int], seed: int | None,
+                sampling: SamplingConfig | None = None):
         args = [[requests[i] for i in indices]] + ([seed + slot.index] if seed is not None else [])
-        ref = getattr(slot.actor, method).remote(*args)
+        kwargs = {"sampling": sampling} if sampling is not None else {}
+        ref = getattr(slot.actor, method).remote(*args, **kwargs)
         self._add_pending(slot, self._chunk_cost(method, requests, indices))
         return ref
 
@@ -185,37 +240,52 @@ class RolloutPool:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        binds = self.placement.cpu_binds
+        plan = self.engine_placement
+        env = dict(plan.env)
+        if self.placement.cpu_binds:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = self.placement.cpu_binds[index]
         actor_cls = ray.remote(RolloutWorker).options(
-            num_cpus=self.placement.num_cpus_per_worker,
-            num_gpus=self.placement.num_gpus_per_worker,
+            num_cpus=plan.actor_cpus,
+            num_gpus=plan.actor_gpus,
             scheduling_strategy=PlacementGroupSchedulingStrategy(
-                placement_group=self.placement_group, placement_group_bundle_index=index
-            ),
+                placement_group=self.placement_groups[index], placement_group_bundle_index=0,
+                placement_group_capture_child_tasks=plan.capture_child_tasks),
         )
-        return actor_cls.remote(self.engine, self.engine_kwargs, binds[index] if binds else None)
+        return actor_cls.remote(self.engine, {**self.engine_kwargs, **plan.engine_kwargs}, env)
 
     def _replace_if_dead(self, slot: _Slot, dead_actor) -> None:
-        """Replace a dead actor in its bundle and bring it to the latest weights before any new work.
+        """Replace a dead actor in its placement group and bring it to the latest weights before any
+        new work: the file path's here, the weight-transfer API's through `on_replaced`.
 
         Several failed calls may report the same death; only the first replaces the actor."""
+        with slot.restart_lock:
+            replaced = self._restart(slot, dead_actor)
+        if replaced and self.on_replaced is not None:
+            self.on_replaced()
+
+    def _restart(self, slot: _Slot, dead_actor) -> bool:
         import ray
 
-        with slot.restart_lock:
-            if slot.actor is not dead_actor:
-                return
-            try:
-                ray.kill(dead_actor, no_restart=True)
-            except Exception:  # already gone
-                pass
-            actor = self._start_actor(slot.index)
-            self._wait([actor.ping.remote()], f"rollout worker {slot.index} to restart")
-            with self._lock:
-                ref, version = self._weights_ref, self._policy_version
-            if ref is not None:
-                ray.get(actor.update_weights.remote(ref, version))
-            slot.actor = actor
-            slot.restarts += 1
+        if slot.actor is not dead_actor:
+            return False
+        try:
+            ray.kill(dead_actor, no_restart=True)
+        except Exception:  # already gone
+            pass
+        # Ray runs each actor in its own process group and kills that group when the actor dies
+        # (RAY_process_group_cleanup_enabled, on in Ray 2.60): the dead actor's vLLM engine processes
+        # go with it, even after a SIGKILL.
+        actor = self._start_actor(slot.index)
+        self._wait([actor.ping.remote()], f"rollout worker {slot.index} to restart")
+        with self._lock:
+            ref, version = self._weights_ref, self._policy_version
+        if ref is not None:
+            ray.get(actor.update_weights.remote(ref, version))
+        slot.actor = actor
+        slot.restarts += 1
+        with self._lock:
+            self.membership += 1
+        return True
 
     def _wait(self, refs, what: str):
         import ray
@@ -232,11 +302,12 @@ class RolloutPool:
 class PendingGeneration:
     """A generation submitted to the pool's actors; `result()` waits, re-issuing work of dead actors."""
 
-    def __init__(self, pool: RolloutPool, method: str, requests: list[GenerationRequest], seed: int | None = None):
-        self.pool, self.method, self.requests, self.seed = pool, method, requests, seed
+    def __init__(self, pool: RolloutPool, method: str, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None):
+        self.pool, self.method, self.requests, self.seed, self.sampling = pool, method, requests, seed, sampling
         self.in_flight = {}
         for slot, indices in pool._assign(requests, greedy=(method == "generate_greedy")):
-            self.in_flight[pool._submit(slot, method, requests, indices, seed)] = (slot, slot.actor, indices, 0)
+            self.in_flight[pool._submit(slot, method, requests, indices, seed, sampling)] = (slot, slot.actor, indices, 0)
 
     def result(self) -> list[RolloutGroup]:
         import ray
@@ -254,7 +325,7 @@ class PendingGeneration:
                     raise RuntimeError(f"rollout worker {slot.index} died {attempt + 1} times on the same requests") from err
                 log.warning("rollout worker %d died (%s); restarting it and re-issuing %d requests", slot.index, err, len(indices))
                 pool._replace_if_dead(slot, actor)
-                ref = pool._submit(slot, self.method, self.requests, indices, self.seed)
+                ref = pool._submit(slot, self.method, self.requests, indices, self.seed, self.sampling)
                 self.in_flight[ref] = (slot, slot.actor, indices, attempt + 1)
                 continue
             finally:

@@ -22,10 +22,27 @@ class GenerationRequest:
 @dataclass
 class Sample:
     token_ids: list[int]  # completion tokens only, as sampled
-    logprobs: list[float]  # sampling log-probability of each completion token
+    # log-probability of each completion token under the distribution it was sampled from: the model's
+    # softmax(logits / T), cut by top-k and top-p and renormalised (the engines' "processed_logprobs")
+    logprobs: list[float]
     text: str
     finish_reason: str  # "stop" or "length"
     policy_version: int = 0
+    # Positions the engine forced rather than sampled (the thinking budget's `</think>`, see
+    # rollout/thinking_budget.py); their logprobs are 0.0 and they get no loss weight or importance ratio.
+    forced_positions: list[int] = field(default_factory=list)
+
+    @property
+    def budget_hit(self) -> bool:
+        """The thinking budget closed this sample's think block."""
+        return bool(self.forced_positions)
+
+    def sampled_mask(self) -> list[float]:
+        """1.0 on each sampled token, 0.0 on each forced one."""
+        mask = [1.0] * len(self.token_ids)
+        for position in self.forced_positions:
+            mask[position] = 0.0
+        return mask
 
 
 @dataclass

@@ -10,6 +10,7 @@ import os
 
 import torch
 
+from .modes import SamplingConfig
 from .types import GenerationRequest, RolloutGroup
 
 ENGINES = ("vllm", "hf")
@@ -20,6 +21,13 @@ def current_node() -> str | None:
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def current_gpus() -> list[int]:
+    """The physical GPU ids Ray gave this process (empty outside Ray or without GPUs)."""
+    import ray
+
+    return [int(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
 def build_engine(engine: str, engine_kwargs: dict):
@@ -35,15 +43,16 @@ def build_engine(engine: str, engine_kwargs: dict):
 
 
 class RolloutWorker:
-    def __init__(self, engine: str = "vllm", engine_kwargs: dict | None = None, cpu_bind: str | None = None):
-        """`cpu_bind` (e.g. "0" or "0-1") pins vLLM's CPU threads; None leaves vLLM's automatic binding."""
-        if cpu_bind is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_bind
+    def __init__(self, engine: str = "vllm", engine_kwargs: dict | None = None, env: dict[str, str] | None = None):
+        """`env` is set before the engine starts, e.g. VLLM_CPU_OMP_THREADS_BIND ("0", "0-1") to pin vLLM's
+        CPU threads, or VLLM_RAY_BUNDLE_INDICES for its tensor-parallel workers (rollout/placement.py)."""
+        os.environ.update(env or {})
         self.engine_name = engine
         self.engine = build_engine(engine, dict(engine_kwargs or {}))
 
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None) -> list[RolloutGroup]:
-        return self.engine.generate(requests, seed)
+    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
+                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
+        return self.engine.generate(requests, seed, sampling)
 
     def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
         return self.engine.generate_greedy(requests)
@@ -52,12 +61,33 @@ class RolloutWorker:
         self.engine.update_weights(weights, version)
         return self.engine.policy_version
 
+    # ---- vLLM's weight-transfer API, driven by rollout/weight_transfer/client.py
+    def transfer_init(self, init_info: dict) -> None:
+        self.engine.init_weight_transfer(init_info)
+
+    def transfer_start(self) -> None:
+        self.engine.start_weight_update()
+
+    def transfer_receive(self, update_info: dict) -> None:
+        self.engine.receive_weights(update_info)
+
+    def transfer_finish(self, version: int) -> int:
+        self.engine.finish_weight_update(version)
+        return self.engine.policy_version
+
+    def sleep(self) -> None:
+        self.engine.sleep()
+
+    def wake_up(self) -> None:
+        self.engine.wake_up()
+
     def prompt_logprobs(self, token_ids: list[int]) -> list[float]:
         return self.engine.prompt_logprobs(token_ids)
 
     def ping(self) -> dict:
-        return {"pid": os.getpid(), "node": current_node(), "engine": self.engine_name,
-                "policy_version": self.engine.policy_version}
+        return {"pid": os.getpid(), "node": current_node(), "gpus": current_gpus(), "engine": self.engine_name,
+                "policy_version": self.engine.policy_version,
+                "sleeping": self.engine_name == "vllm" and self.engine.is_sleeping()}
 
     def shutdown(self) -> None:
         self.engine.shutdown()

@@ -1,4 +1,6 @@
-"""Shared fixtures for the rollout tests: one random-weight tiny Exaone4 model and one vLLM engine.
+"""Shared fixtures for the rollout tests: one random-weight tiny Exaone4 model and one vLLM engine
+(with dualmode-rl's gloo weight-transfer engine, next to the file path), and a trainer rank for
+two-rank weight-transfer tests.
 
 Import the fixtures into a test module with `from rollout_fixtures import ...` (pytest puts tests/ on sys.path).
 Engines are session-scoped because each vLLM start costs ~25 s on this machine.
@@ -6,9 +8,11 @@ Engines are session-scoped because each vLLM start costs ~25 s on this machine.
 from __future__ import annotations
 
 import random
+import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 TINY_SHAPE_KWARGS = dict(
     hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=2, num_key_value_heads=1
@@ -70,6 +74,60 @@ def vllm_engine(tiny_model_dir, request):
     from dualmode_rl.rollout.modes import SamplingConfig
 
     def build():
-        return VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0)
+        return VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0,
+                          weight_transfer="gloo")
 
     return _once("vllm_engine", build, request, cleanup=lambda engine: engine.shutdown())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@torch.no_grad()
+def perturb(model: torch.nn.Module, scale: float, seed: int, only: str = "") -> None:
+    """Add seeded noise to the parameters named like `only` (a tied tensor once)."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, p in model.named_parameters():
+        if only in name:
+            p.add_(scale * torch.randn(p.shape, generator=gen))
+
+
+def fsdp_policy(model_dir: Path, rank: int, world_size: int, port: int, seed: int):
+    """Joins a gloo learner group and returns the perturbed model sharded with FSDP2 (each decoder
+    layer, then the root), as a data-parallel learner holds it."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from transformers import AutoModelForCausalLM
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    perturb(model, 0.05, seed)
+    for layer in model.model.layers:
+        fully_shard(layer)
+    fully_shard(model)
+    return model
+
+
+def gathered_weights(model: torch.nn.Module):
+    """(name, full tensor) one parameter at a time: every rank must iterate in step (all-gathers)."""
+    return ((name, p.full_tensor()) for name, p in model.named_parameters())
+
+
+def weight_meta(model: torch.nn.Module):
+    return [(name, p.dtype, tuple(p.shape)) for name, p in model.named_parameters()]
+
+
+def trainer_rank(model_dir: str, rank: int, world_size: int, learner_port: int, plan, seed: int, version: int) -> None:
+    """A non-sending trainer rank in its own process: gathers in step with rank 0, sends nothing."""
+    import torch.distributed as dist
+
+    from dualmode_rl.rollout.weight_transfer.sender import WeightSender
+
+    model = fsdp_policy(Path(model_dir), rank, world_size, learner_port, seed)
+    sender = WeightSender(plan, rank, client=None)
+    sender.send(gathered_weights(model), weight_meta(model), version)
+    sender.close()
+    dist.destroy_process_group()

@@ -5,6 +5,7 @@ import json
 import re
 from pathlib import Path
 
+import process_scan
 import pytest
 import torch
 from datasets import load_from_disk
@@ -129,12 +130,16 @@ def test_transformers_and_vllm_greedy_outputs_match(tiny_checkpoint):
     rows = load_from_disk(str(tiny_checkpoint / "data"))["test"].select(range(6))
     requests = [GenerationRequest(f"{i}:{m}", r["prompt"], m) for i, r in enumerate(rows) for m in ("reasoning", "non_reasoning")]
     sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 24), non_reasoning=ModeSampling(0.4, 0.95, 24))
+    before = {p.pid for p in process_scan.children()}
     engine = VllmEngine(str(tiny_checkpoint), sampling=sampling, max_model_len=256)
     try:
+        engine_processes = {p.pid for p in process_scan.children()} - before
         vllm_out = [g.samples[0].token_ids for g in engine.generate_greedy(requests)]
         prompts = [g.prompt_token_ids for g in engine.generate_greedy(requests)]
     finally:
         engine.shutdown()
+    # shutting down reaps the engine's processes (vLLM SIGKILLs a slow engine core and leaves it a zombie)
+    assert [p for p in process_scan.children() if p.pid in engine_processes and (p.zombie or "VLLM" in p.cmdline)] == []
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
     for prompt, expected in zip(prompts, vllm_out):

@@ -18,7 +18,7 @@ def cli(*args, cwd=None, timeout=600):
 def test_help_lists_commands():
     out = cli("--help")
     assert out.returncode == 0
-    for command in ("bootstrap", "eval", "verify", "filter", "train", "report", "demo"):
+    for command in ("bootstrap", "eval", "verify", "filter", "train", "check", "report", "demo"):
         assert command in out.stdout
 
 
@@ -56,6 +56,16 @@ def test_verify_scores_a_file(tmp_path):
     assert [r["score"] for r in scored] == [1.0, 0.0, 0.0]
 
 
+def test_verify_input_errors_are_one_line_with_exit_code_2(tmp_path):
+    bad, empty = tmp_path / "bad.jsonl", tmp_path / "empty.jsonl"
+    bad.write_text('{"completion": "x", "mode": "reasoning"}\n{"completion": 3, "mode": "reasoning"}\n')
+    empty.write_text("")
+    for path, message in ((bad, "line 2: missing string key 'completion'"), (empty, "no rows: the file is empty")):
+        out = cli("verify", "--reward", "math", "--input", path, "--output", tmp_path / "out.jsonl")
+        assert (out.returncode, out.stderr) == (2, f"dualmode-rl: {path}: {message}\n")
+    assert not (tmp_path / "out.jsonl").exists()
+
+
 def test_report_from_metrics(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -80,3 +90,4 @@ def test_eval_writes_the_documented_json(tmp_path, tiny_checkpoint):
         assert {"accuracy", "n", "by_domain", "mean_length", "malformed"} <= set(mode)
         assert mode["n"] == 6 and 0 <= mode["accuracy"] <= 1 and 0 <= mode["malformed"] <= 1
     assert "reasoning" in out.stdout and "accuracy" in out.stdout
+    assert "4/4" in out.stderr and "accuracy: reasoning" in out.stderr  # the progress bar

@@ -25,6 +25,9 @@ def test_file_then_overrides(tmp_path):
     (["rollout.reasoning.top_p=2"], "'rollout.reasoning.top_p'"),
     (["rewards.rewards=[{name: auto, wieght: 2}]"], "'rewards.rewards.0.wieght': unknown key"),
     (["bootstrap.shape.hidden_size=64"], "'bootstrap.shape'"),
+    (["rollout.reasoning.top_k=0"], "'rollout.reasoning.top_k'"),
+    (["learner.off_policy_correction=is"], "'learner.off_policy_correction'"),
+    (["learner.off_policy_cap=1"], "'learner.off_policy_cap'"),
 ])
 def test_bad_override_names_the_key(override, names):
     with pytest.raises(ConfigError, match=names.replace("[", r"\[").replace(".", r"\.")):
@@ -48,3 +51,17 @@ def test_shipped_configs_validate():
     assert configs
     for path in configs:
         load_config(path)
+
+
+def test_off_policy_correction_is_on_exactly_when_rollout_is_asynchronous(caplog):
+    from dualmode_rl.orchestration.loop import learner_config
+
+    def correction(*overrides):
+        return learner_config(load_config(None, list(overrides)), "model").off_policy_correction
+
+    assert correction("rollout.max_staleness=1") == "tis" and correction("rollout.max_staleness=0") == "none"
+    assert correction("rollout.max_staleness=0", "learner.off_policy_correction=mis") == "mis"
+    assert load_config(None).rollout.reasoning.top_p == 1.0 and load_config(None).eval.reasoning.top_p == 0.95
+    assert "not the sampler's distribution" not in caplog.text
+    correction("rollout.non_reasoning.top_p=0.9")
+    assert "rollout.non_reasoning samples with top-p/top-k" in caplog.text

@@ -91,33 +91,44 @@ def test_real_filter_resumes_and_keeps_exactly_the_not_all_correct(engine, tiny_
     assert sorted(p.name for p in (tiny_checkpoint / "data" / "train").iterdir()) == input_files  # input untouched
 
 
-SPLIT_REWARD = """
-def math_or_even_length(completions, domain, **columns):
-    return [1.0 if d == "math" else float(len(text) % 2 == 0) for text, d in zip(completions, domain)]
+PASS_OR_EVEN_LENGTH = """
+def pass_or_even_length(completions, {column}, **columns):
+    return [1.0 if value == {passing!r} else float(len(text) % 2 == 0) for text, value in zip(completions, {column})]
 """
 
 
-def split_reward(text: str, domain: str) -> float:
-    return 1.0 if domain == "math" else float(len(text) % 2 == 0)
+def pass_or_even_length(text: str, value: str, passing: str) -> float:
+    """What the plug-in above scores: 1 when the column holds `passing`, else 1 for an even length."""
+    return 1.0 if value == passing else float(len(text) % 2 == 0)
+
+
+def plugin_reward_pool(tmp_path, column: str, passing: str):
+    """A reward pool of the TRL-style plug-in PASS_OR_EVEN_LENGTH on `column`, loaded from a file."""
+    plugin = tmp_path / f"{column}_reward.py"
+    plugin.write_text(PASS_OR_EVEN_LENGTH.format(column=column, passing=passing))
+    return reward_pool(f"{plugin}:pass_or_even_length")
+
+
+def filter_first_prompts(generator, rewards, tiny_checkpoint, out, **options):
+    data = load_from_disk(str(tiny_checkpoint / "data"))["train"].select(range(PROMPTS))
+    return data, run_filter(generator, rewards, data, out, samples=SAMPLES, chunk_size=PROMPTS, progress=False,
+                            **options)
 
 
 def test_real_filter_drops_prompts_whose_samples_all_pass(engine, tiny_checkpoint, tmp_path):
     """A TRL-style plug-in loaded from a file that reads a dataset column: every math sample passes, so every
     math prompt must go, whatever the tiny model writes; a code sample passes when its length is even, so a
     code prompt stays unless all eight of its samples happen to be even."""
-    plugin = tmp_path / "split_reward.py"
-    plugin.write_text(SPLIT_REWARD)
-    data = load_from_disk(str(tiny_checkpoint / "data"))["train"].select(range(PROMPTS))
-    rewards = reward_pool(f"{plugin}:math_or_even_length")
+    rewards = plugin_reward_pool(tmp_path, "domain", "math")
     try:
-        report = run_filter(engine, rewards, data, tmp_path / "out", samples=SAMPLES, chunk_size=PROMPTS,
-                            progress=False)
+        data, report = filter_first_prompts(engine, rewards, tiny_checkpoint, tmp_path / "out")
     finally:
         rewards.close()
     records = list(ChunkJournal(tmp_path / "out").records())
     for record in records:
         domain = data[record.index]["domain"]
-        assert [s.score for s in record.samples] == [split_reward(s.text, domain) for s in record.samples]
+        assert [s.score for s in record.samples] == [pass_or_even_length(s.text, domain, "math")
+                                                     for s in record.samples]
     passes = {r.index: r.pass_count(1.0 - 1e-9) for r in records}
     dropped = {data[i]["id"] for i, p in passes.items() if p == SAMPLES}
     kept = load_from_disk(str(tmp_path / "out" / "data"))
@@ -126,3 +137,37 @@ def test_real_filter_drops_prompts_whose_samples_all_pass(engine, tiny_checkpoin
     assert not dropped & set(kept["id"]) and len(kept) + len(dropped) == PROMPTS
     assert report.histogram == {mode: {str(k): sum(1 for i, p in passes.items() if p == k and data[i]["mode"] == mode)
                                        for k in range(SAMPLES + 1)} for mode in report.histogram}
+
+
+def test_real_joint_filter_keeps_prompts_right_in_one_mode_and_rebalances(engine, tiny_checkpoint, tmp_path):
+    """A TRL-style plug-in that passes every reasoning sample and a non-reasoning one when its length is
+    even: alone, every reasoning prompt would go; sampled jointly, one stays unless its eight
+    non-reasoning samples all happen to be even. A rerun on the journal then rebalances the mix."""
+    from dualmode_rl.filtering.decide import keeps
+    from dualmode_rl.filtering.rows import other_mode
+
+    rewards = plugin_reward_pool(tmp_path, "mode", "reasoning")
+    idle = CountingGenerator(engine)
+    try:
+        data, report = filter_first_prompts(engine, rewards, tiny_checkpoint, tmp_path / "out", joint=True)
+        _, rebalanced = filter_first_prompts(idle, rewards, tiny_checkpoint, tmp_path / "out", joint=True,
+                                             rebalance_to=0.5)
+    finally:
+        rewards.close()
+    records = list(ChunkJournal(tmp_path / "out").records())
+    for record in records:  # each prompt sampled and scored in both modes
+        assert len(record.samples) == len(record.cross_samples) == SAMPLES
+        assert all(s.token_ids for s in record.cross_samples)
+        for samples, mode in ((record.samples, record.mode), (record.cross_samples, other_mode(record.mode))):
+            assert [s.score for s in samples] == [pass_or_even_length(s.text, mode, "reasoning") for s in samples]
+    threshold = 1.0 - 1e-9
+    expected = [data[r.index]["id"] for r in records if keeps(r, threshold)]
+    kept_by_joint = [r for r in records if r.mode == "reasoning" and keeps(r, threshold)]
+    assert report.kept == len(expected) and report.kept_by_joint == len(kept_by_joint) > 0
+    kept = load_from_disk(str(tmp_path / "out" / "data"))
+    assert idle.calls == 0 and rebalanced.kept == len(kept) <= report.kept
+    assert set(kept["id"]) <= set(expected) and len(set(kept["id"])) == len(kept)
+    mode_of = dict(zip(data["id"], data["mode"]))
+    assert list(kept["mode"]) == [mode_of[i] for i in kept["id"]]  # each row keeps its own mode
+    assert abs(list(kept["mode"]).count("reasoning") - 0.5 * len(kept)) <= 1
+    assert rebalanced.dropped_rebalance == report.kept - rebalanced.kept

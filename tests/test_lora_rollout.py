@@ -1,21 +1,23 @@
 """LoRA end to end: after each adapter update, vLLM's logprobs equal the learner's (issue 6).
 
-A LoRA learner on the tiny bootstrap checkpoint takes real steps; its merged weights go into a
-running vLLM engine; vLLM's prompt logprobs must then equal a plain forward of the learner's PEFT
-model on the same tokens (fp32), and must differ from the logprobs before the update. Two updates,
-because vLLM's CPU backend takes a different path on the first update than on later ones.
+A LoRA learner on the tiny bootstrap checkpoint takes real steps; the modules LoRA changed, merged,
+go into a running vLLM engine through vLLM's weight-transfer API (the gloo engine) and nothing else
+does; vLLM's prompt logprobs must then equal a plain forward of the learner's PEFT model on the same
+tokens (fp32), and must differ from the logprobs before the update. Two updates, because vLLM's CPU
+backend takes a different path on the first update than on later ones.
 """
 from __future__ import annotations
 
 import pytest
 import torch
 
+from dualmode_rl.orchestration.components import policy_weights
 from dualmode_rl.rl.batch import TrainingBatch
 from dualmode_rl.rl.learner import Learner, LearnerConfig
 from dualmode_rl.rl.policy import LoraSettings
+from tolerances import network_logprob_tolerance
 
 pytestmark = pytest.mark.slow
-TOLERANCE = 1e-4
 MIN_CHANGE = 1e-2  # an update must move some logprob by at least this much, or the test proves nothing
 
 
@@ -25,7 +27,7 @@ def engine(tiny_checkpoint):
     from dualmode_rl.rollout.engine import VllmEngine
     from dualmode_rl.rollout.modes import SamplingConfig
 
-    engine = VllmEngine(str(tiny_checkpoint), SamplingConfig(seed=0), max_model_len=512, seed=0)
+    engine = VllmEngine(str(tiny_checkpoint), SamplingConfig(seed=0), max_model_len=512, seed=0, weight_transfer="gloo")
     yield engine
     engine.shutdown()
 
@@ -66,27 +68,51 @@ def learner_logprobs(learner: Learner, token_ids: list[int]) -> list[float]:
     return logits.log_softmax(-1).gather(1, torch.tensor(token_ids[1:])[:, None]).squeeze(1).tolist()
 
 
+def send(engine, weights: dict[str, torch.Tensor], version: int) -> None:
+    from dualmode_rl.rollout.weight_transfer.client import EngineClient
+    from dualmode_rl.rollout.weight_transfer.plan import TransferPlan, weight_metadata
+    from dualmode_rl.rollout.weight_transfer.sender import WeightSender
+    from rollout_fixtures import free_port
+
+    sender = WeightSender(TransferPlan("gloo", "127.0.0.1", free_port(), 2, 2**20, 120), 0, EngineClient(engine))
+    try:
+        sender.send(weights.items(), weight_metadata(weights), version)
+    finally:
+        sender.close()
+
+
 def max_gap(a: list[float], b: list[float]) -> float:
     assert len(a) == len(b) and a
     return max(abs(x - y) for x, y in zip(a, b))
+
+
+def tolerance(learner: Learner, sequence: list[int]) -> float:
+    """vLLM against the learner's model on the same weights: float32 rounding (tests/tolerances.py)."""
+    tol = network_logprob_tolerance(learner.policy.model, [sequence])
+    assert tol < MIN_CHANGE / 10  # an update that did not land cannot pass
+    return tol
 
 
 def test_rollout_logprobs_match_learner_after_lora_updates(engine, learner, batch):
     sequences = [p + c for p, c in zip(batch.prompt_ids, batch.completion_ids)]
     before = [engine.prompt_logprobs(s) for s in sequences]
     for s, b in zip(sequences, before):  # same starting point: adapters start as a no-op
-        assert max_gap(b, learner_logprobs(learner, s)) < TOLERANCE
+        assert max_gap(b, learner_logprobs(learner, s)) < tolerance(learner, s)
 
     previous = before
     for version in (1, 2):
         learner.step(batch)
         adapter = learner.export_weights(merged=False)
         assert adapter and any(v.abs().sum() > 0 for k, v in adapter.items() if "lora_B" in k)
-        engine.update_weights(learner.export_weights(merged=True), version=version)
+        changed = policy_weights(learner)
+        targets = learner.config.lora.target_modules
+        layers = learner.policy.hf_model.config.num_hidden_layers
+        assert len(changed) == layers * len(targets) and all(n.split(".")[-2] in targets for n in changed)
+        send(engine, changed, version)
         assert engine.policy_version == version
         for s, old in zip(sequences, previous):
             rollout, trained = engine.prompt_logprobs(s), learner_logprobs(learner, s)
             assert max_gap(rollout, old) > MIN_CHANGE, f"update {version} did not change the rollout logprobs"
-            assert max_gap(rollout, trained) < TOLERANCE, f"update {version}: vLLM and the learner disagree"
+            assert max_gap(rollout, trained) < tolerance(learner, s), f"update {version}: vLLM and the learner disagree"
         previous = [engine.prompt_logprobs(s) for s in sequences]
 

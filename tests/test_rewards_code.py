@@ -59,7 +59,7 @@ def test_pass_fraction_and_reasoning_mode(reward):
     out = reward([RewardInput(f"plan</think>\n\n```python\n{program}```[|endofturn|]", "reasoning", ref),
                   RewardInput(f"```python\n{program}```", "reasoning", ref)])
     assert out[0].score == 0.0 and out[0].extras["pass_fraction"] == 0.5
-    assert out[1].error == "unclosed think"
+    assert out[1].reason == "unclosed think" and out[1].error is None
 
 
 def test_stdin_stdout_tests(reward):

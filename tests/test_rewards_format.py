@@ -23,7 +23,7 @@ def test_format_reward_scores_and_reports():
                           RewardInput("no close", "reasoning", {}),
                           RewardInput("r</think>\n\n", "reasoning", {})])
     assert [o.score for o in out] == [1.0, 0.0, 0.0]
-    assert [o.error for o in out] == [None, "unclosed think", "empty answer"]
+    assert [o.reason for o in out] == [None, "unclosed think", "empty answer"] and not any(o.error for o in out)
 
 
 def test_arithmetic_steps_reward_checks_every_shown_step_not_the_answer():

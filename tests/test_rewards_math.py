@@ -64,8 +64,8 @@ def test_strict_boxed_and_format_rules(pool):
                   RewardInput(r"hmm</think>\n\n\boxed{18.0}[|endofturn|]", "reasoning", ref),
                   RewardInput(r"\boxed{10^{10^{10}}}", "non_reasoning", ref)])
     assert [o.score for o in out] == [0, 0, 0, 1, 0]
-    assert out[0].error == "no \\boxed{} answer" and out[2].error == "unclosed think"
-    assert out[4].error.startswith("refused")
+    assert out[0].reason == "no \\boxed{} answer" and out[2].reason == "unclosed think"
+    assert out[4].reason.startswith("refused") and not any(o.error for o in out)
 
 
 def test_hung_worker_is_killed_and_replaced():

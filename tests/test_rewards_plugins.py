@@ -27,8 +27,19 @@ def test_trl_convention_from_file(tmp_path):
     out = fn(ROWS)
     assert fn.name == "contains_answer"
     assert [o.score for o in out] == [1.0, 0.0]
-    assert out[1].error == "reward returned None"
+    assert out[1].error == "returned None (cannot score)"
 
+
+
+def test_trl_reward_is_handed_the_samples_mode_not_the_rows(tmp_path):
+    """The filter's joint sampling scores a row's prompt in its other mode: the reward must see that mode."""
+    path = _write(tmp_path, "trl_mode.py", """
+        def is_reasoning(completions, mode, **kwargs):
+            return [float(m == "reasoning") for m in mode]
+    """)
+    fn = load_reward(f"{path}:is_reasoning")
+    rows = [RewardInput("x", "reasoning", {"mode": "non_reasoning"}), RewardInput("x", "non_reasoning", {"mode": "reasoning"})]
+    assert [o.score for o in fn(rows)] == [1.0, 0.0]
 
 def test_verl_convention_dict_and_async(tmp_path):
     path = _write(tmp_path, "verl_reward.py", """
@@ -70,12 +81,12 @@ def test_entry_point(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("spec,reason", [
     ("no_such_module_xyz:fn", "No module named 'no_such_module_xyz'"),
-    ("rewards.format:no_such_fn", "has no attribute 'no_such_fn'"),
+    ("dualmode_rl.rewards.format:no_such_fn", "has no attribute 'no_such_fn'"),
     ("/nonexistent/file.py:fn", "no file"),
     ("ep:missing_reward", "no entry point 'missing_reward'"),
     ("justaname", "not a built-in"),
-    ("rewards.format:END_OF_TURN", "is not callable"),
-    ("rewards.math:last_boxed", "cannot tell the convention"),
+    ("dualmode_rl.rewards.format:END_OF_TURN", "is not callable"),
+    ("dualmode_rl.rewards.math:last_boxed", "cannot tell the convention"),
 ])
 def test_bad_plugins_fail_at_load_naming_the_spec(spec, reason):
     with pytest.raises(RewardPluginError) as info:

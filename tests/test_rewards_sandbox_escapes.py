@@ -6,7 +6,7 @@ import time
 import uuid
 from pathlib import Path
 
-import psutil
+import process_scan
 import pytest
 
 from dualmode_rl.rewards.code import CodeReward
@@ -135,39 +135,21 @@ def _attacks(port: int) -> dict[str, str]:
     }
 
 
-def _processes_matching(text: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
+SANDBOX_UIDS = range(1_500_000_000, 1_501_000_000)  # rewards/sandbox.py: one per live server
 
 
-def _sandbox_uid_processes() -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if 1_500_000_000 <= os.stat(f"/proc/{pid}").st_uid < 1_501_000_000:
-                found.append(int(pid))
-        except OSError:
-            pass
-    return found
+def _leftovers(servers: set[int]) -> tuple[list, list]:
+    """Live processes of our servers' sandbox uids, and live sleepers of SLEEP_ARG under any uid but
+    another job's sandbox uid (other jobs on the machine, this test included, run sandboxes too; a
+    dead program waiting for init to reap it is no escape)."""
+    ours = {SANDBOX_UIDS.start + pid % 1_000_000 for pid in servers}
+    live = [p for p in process_scan.everywhere() if not p.zombie]
+    return ([p for p in live if p.uid in ours],
+            [p for p in process_scan.running(SLEEP_ARG, live) if p.uid in ours or p.uid not in SANDBOX_UIDS])
 
 
-def _reward_children() -> list[int]:
-    """Our child processes running rewards code (other suites' session fixtures are not ours)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1]) == os.getpid() \
-                    and b"rewards" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except (OSError, IndexError, ValueError):
-            pass
-    return found
+def _servers() -> set[int]:
+    return {p.pid for p in process_scan.running("rewards.sandbox_server", process_scan.children())}
 
 
 def _own_rss() -> int:
@@ -184,6 +166,7 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
     rss_before = _own_rss()
     sandbox = Sandbox(num_workers=2, timeout_s=3)
     probe = sandbox.run(SandboxJob(program="def f(): return 1", test_code="assert f() == 1"))
+    servers = _servers()
     attacks = _attacks(listener.getsockname()[1])
     if not probe.isolation.get("pid_namespace"):
         attacks.pop("kill_everything")  # without a pid namespace this would hit our own uid's processes
@@ -199,6 +182,7 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
         honest = reward([RewardInput("```python\ndef add(a, b):\n    return a + b\n```", "non_reasoning",
                                      {"test": TESTS, "entry_point": "add"})])
         assert honest[0].score == 1.0, honest[0].error
+        servers |= _servers()
     finally:
         reward.close()
     try:
@@ -210,12 +194,9 @@ def test_adversarial_programs_score_zero_and_leave_nothing(monkeypatch):
     time.sleep(0.5)
     leaked = [os.path.join(d, MARK) for d in WRITE_TARGETS + [os.getcwd()] if os.path.exists(os.path.join(d, MARK))]
     assert leaked == []
-    # our own servers (the machine may run other dualmode-rl jobs); an escaped sleeper is searched machine-wide
-    ours = psutil.Process().children(recursive=True)
-    assert [p.pid for p in ours if "rewards.sandbox_server" in " ".join(p.cmdline())] == []
-    assert _processes_matching(SLEEP_ARG) == []
-    assert _sandbox_uid_processes() == []
+    # our own servers, alive or unreaped; what our programs may have left, searched machine-wide
+    assert [p for p in process_scan.descendants() if "rewards" in p.cmdline or p.pid in servers] == []
+    assert _leftovers(servers) == ([], [])
     assert not os.path.exists(sandbox.base_dir)
     # memory is back: every sandbox process is gone (their memory with them) and we did not grow
-    assert _reward_children() == []
     assert _own_rss() < rss_before + (200 << 20)

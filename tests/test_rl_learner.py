@@ -1,4 +1,5 @@
 """The learner on a real tiny Exaone4: packed log-probs, update direction, LoRA export, resume."""
+import math
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,19 +16,44 @@ from dualmode_rl.rl.trl_inputs import trl_grpo_inputs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from rl_fixtures import make_tiny_exaone, make_trl_trainer, random_batch  # noqa: E402
+from tolerances import log_softmax_tolerance, logit_bound, tolerance  # noqa: E402
 
 VOCAB = 64
+HIDDEN = 32  # rl_fixtures.tiny_exaone_config's default
+
+# The model runs in float64, so code paths that order the network's sums differently (layouts,
+# micro-batches, checkpointing, TRL, a plain forward) agree to float64 rounding there. The learner
+# still computes logits, log-probs, the loss and the LM head's gradient in float32 by design (fp32
+# logits for any parameter dtype): the tolerances below are those of that float32 arithmetic.
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     # sliding window 8 < longest sequence (21): packed local attention is exercised
-    return make_tiny_exaone(tmp_path_factory.mktemp("learner") / "model")
+    return make_tiny_exaone(tmp_path_factory.mktemp("learner") / "model", dtype=torch.float64)
 
 
 def config(model_dir, **overrides) -> LearnerConfig:
-    base = LearnerConfig(model_path=str(model_dir), lr=1e-2, beta=0.0, micro_batch_tokens=64, max_grad_norm=None)
+    base = LearnerConfig(model_path=str(model_dir), lr=1e-2, beta=0.0, micro_batch_tokens=64, max_grad_norm=None,
+                         dtype="float64")
     return replace(base, **overrides)
+
+
+def sequences(batch: TrainingBatch) -> list[list[int]]:
+    return [p + c for p, c in zip(batch.prompt_ids, batch.completion_ids)]
+
+
+def logprob_tolerance(model, batch: TrainingBatch, temperature: float = 1.0) -> float:
+    """One completion token's log-prob, the learner's float32 path against a float64 one."""
+    return log_softmax_tolerance(torch.float32, HIDDEN, VOCAB, logit_bound(model, sequences(batch), temperature))
+
+
+def sequence_tolerance(model, batch: TrainingBatch) -> float:
+    """A completion's summed log-prob: each token within logprob_tolerance, plus the float32 sum."""
+    longest = max(len(c) for c in batch.completion_ids)
+    per_token = logprob_tolerance(model, batch)
+    worst_sum = longest * (math.log(VOCAB) + 2 * logit_bound(model, sequences(batch)))  # |log p| <= log V + 2 max|z|
+    return longest * per_token + tolerance(torch.float32, longest, worst_sum)
 
 
 def sequence_logprobs(learner: Learner, batch: TrainingBatch) -> torch.Tensor:
@@ -47,6 +73,7 @@ def unpacked_logprobs(model, prompt, completion) -> torch.Tensor:
 def test_micro_batch_logprobs_equal_one_sequence_at_a_time_and_trl(model_dir, tmp_path, layout):
     learner = Learner(config(model_dir))
     batch = random_batch(3, 4, VOCAB, seed=1)
+    tol = logprob_tolerance(learner.policy.hf_model, batch)
     order = sorted(range(len(batch)), key=lambda i: -len(batch.completion_ids[i]))  # rows != batch order
     micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, order, layout)
     with torch.no_grad():
@@ -54,11 +81,12 @@ def test_micro_batch_logprobs_equal_one_sequence_at_a_time_and_trl(model_dir, tm
     for row, i in enumerate(order):
         n = len(batch.completion_ids[i])
         expected = unpacked_logprobs(learner.policy.hf_model, batch.prompt_ids[i], batch.completion_ids[i])
-        torch.testing.assert_close(ours[row, :n].double(), expected, rtol=0, atol=2e-6)
+        torch.testing.assert_close(ours[row, :n].double(), expected, rtol=0, atol=tol)
         assert (ours[row, n:] == 0).all() and (entropy[row, :n] > 0).all()
     ours, entropy = ours[torch.argsort(torch.tensor(order))], entropy[torch.argsort(torch.tensor(order))]
 
-    trainer = make_trl_trainer(model_dir, tmp_path)  # TRL's own padded, fused-LM-head log-prob path
+    # TRL's own padded, fused-LM-head log-prob path, on the float64 model ("auto": the saved dtype)
+    trainer = make_trl_trainer(model_dir, tmp_path, model_init_kwargs={"dtype": "auto"})
     inputs = trl_grpo_inputs(batch, pad_id=2)
     input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], 1)
     attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], 1)
@@ -66,8 +94,10 @@ def test_micro_batch_logprobs_equal_one_sequence_at_a_time_and_trl(model_dir, tm
         trl_lp, trl_entropy, _ = trainer._get_per_token_logps_and_entropies(
             trainer.model, input_ids, attention, inputs["completion_ids"].shape[1], compute_entropy=True)
     mask = inputs["completion_mask"].bool()
-    torch.testing.assert_close(ours[mask], trl_lp[mask], rtol=0, atol=2e-5)
-    torch.testing.assert_close(entropy[mask], trl_entropy[mask], rtol=0, atol=2e-5)
+    torch.testing.assert_close(ours[mask].double(), trl_lp[mask].double(), rtol=0, atol=tol)  # both float32 log-softmaxes
+    # entropy = log-sum-exp - sum_v p_v z_v: VOCAB more terms, each logit below the bound
+    entropy_tol = tol + tolerance(torch.float32, VOCAB, logit_bound(learner.policy.hf_model, sequences(batch)))
+    torch.testing.assert_close(entropy[mask].double(), trl_entropy[mask].double(), rtol=0, atol=entropy_tol)
 
 
 @pytest.mark.parametrize("layout", ["padded", "packed", "shared_prompt"])
@@ -81,13 +111,14 @@ def test_logprobs_are_of_each_modes_sampling_temperature(model_dir, layout):
     with torch.no_grad():
         ours, _ = learner.policy.token_logprobs(micro, temperature=learner._token_temperatures(batch.modes, micro))
     reference = learner.reference_logprobs(batch.prompt_ids, batch.completion_ids, batch.modes)
+    tol = logprob_tolerance(learner.policy.hf_model, batch, temperature=min(temperatures.values()))
     for i, (prompt, completion) in enumerate(zip(batch.prompt_ids, batch.completion_ids)):
         with torch.no_grad():
             logits = learner.policy.hf_model(torch.tensor([prompt + completion])).logits[0].double()
         scaled = (logits / temperatures[batch.modes[i]]).log_softmax(-1)[len(prompt) - 1:len(prompt) - 1 + len(completion)]
         expected = scaled.gather(1, torch.tensor(completion)[:, None]).squeeze(1)
-        torch.testing.assert_close(ours[i, :len(completion)].double(), expected, rtol=0, atol=2e-6)
-        torch.testing.assert_close(torch.tensor(reference[i]).double(), expected, rtol=0, atol=2e-6)
+        torch.testing.assert_close(ours[i, :len(completion)].double(), expected, rtol=0, atol=tol)
+        torch.testing.assert_close(torch.tensor(reference[i]).double(), expected, rtol=0, atol=tol)
     assert len(set(batch.modes)) == 2
 
 
@@ -97,15 +128,25 @@ def test_one_agapo_step_moves_logprobs_with_the_advantage_sign(model_dir):
     batch = TrainingBatch(prompt_ids=[prompt, prompt], completion_ids=[[20, 21, 22, 1], [30, 31, 1]],
                           advantages=[1.0, -1.0], group_ids=[0, 0], modes=["reasoning", "reasoning"])
     before = sequence_logprobs(learner, batch)
+    # the loss sums the same 7 float32 log-probs (each within `per_token` of itself on another
+    # micro-batch plan), weighted by +-1, in another order: |terms| sum to -(before[0] + before[1])
+    per_token = logprob_tolerance(learner.policy.hf_model, batch)
+    loss_tol = 7 * per_token + tolerance(torch.float32, 7 + 2, -before.sum().item())
     metrics = learner.step(batch)
     after = sequence_logprobs(learner, batch)
-    assert after[0] > before[0] + 1e-3, (before, after)
+    assert after[0] > before[0] + 1e-3, (before, after)  # moves of lr-size, far above rounding
     assert after[1] < before[1] - 1e-3, (before, after)
-    assert metrics["grad_norm"] > 0 and metrics["loss"] == pytest.approx(-(before[0] - before[1]).item() / 2, rel=1e-4)
+    assert metrics["grad_norm"] > 0 and metrics["loss"] == pytest.approx(-(before[0] - before[1]).item() / 2, abs=loss_tol)
 
 
 def test_micro_batching_and_gradient_checkpointing_do_not_change_the_update(model_dir):
     batch = random_batch(4, 4, VOCAB, seed=2)
+    # The plans differ in float32 rounding only: log-probs, loss and the LM head's gradient reduce
+    # over at most the batch's tokens, the vocabulary and the hidden size; with lr = 1 and adam_eps = 1
+    # each Adam step moves a weight by less than 1, two steps.
+    n_tokens = sum(len(p) + len(c) for p, c in zip(batch.prompt_ids, batch.completion_ids))
+    tol = tolerance(torch.float32, n_tokens + VOCAB + HIDDEN, magnitude=2.0)
+    start = Learner(config(model_dir)).export_weights()
     weights = []
     for overrides in ({"micro_batch_tokens": 10_000}, {"micro_batch_tokens": 40, "layout": "packed"},
                       {"micro_batch_tokens": None, "micro_batch_size": 6, "layout": "shared_prompt"},
@@ -115,9 +156,10 @@ def test_micro_batching_and_gradient_checkpointing_do_not_change_the_update(mode
         learner.step(batch)
         learner.step(batch)  # second step: KL against the reference is non-zero
         weights.append(learner.export_weights())
+    assert max((weights[0][k] - start[k]).abs().max().item() for k in start) > 1000 * tol  # a real update
     for other in weights[1:]:
         for name, tensor in weights[0].items():
-            torch.testing.assert_close(other[name], tensor, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(other[name], tensor, rtol=0, atol=tol)
 
 
 def test_reference_logprobs_computed_ahead_give_the_same_steps(model_dir):
@@ -159,16 +201,61 @@ def test_clipped_losses_run_through_the_learner(model_dir, loss):
         assert key in metrics and metrics[key] == metrics[key], key
 
 
-def test_agapo_off_policy_correction_must_be_explicit(model_dir):
+def with_sampler_logprobs(learner: Learner, batch: TrainingBatch, shift: float = 0.0) -> TrainingBatch:
+    """The batch with rollout_logprobs = the learner's own log-probs of it, plus `shift`."""
+    micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    with torch.no_grad():
+        lp = learner.policy.token_logprobs(micro, temperature=learner._token_temperatures(batch.modes, micro))[0]
+    return replace(batch, rollout_logprobs=[(lp[i, :len(c)] + shift).tolist() for i, c in enumerate(batch.completion_ids)])
+
+
+def test_off_policy_correction_settings(model_dir):
     with pytest.raises(ValueError, match="off_policy_correction"):
         config(model_dir, loss="agapo", steps_per_batch=2)
-    learner = Learner(config(model_dir, loss="agapo", steps_per_batch=2, off_policy_correction="tis", lr=1e-2))
-    metrics = learner.step(random_batch(2, 4, VOCAB, seed=4))
-    assert learner.global_step == 2 and "tis_truncated_frac" in metrics
-    with pytest.raises(ValueError, match="tis"):
-        config(model_dir, loss="grpo", off_policy_correction="tis")
-    with pytest.raises(ValueError, match="unknown 'ppo'"):
-        config(model_dir, loss="ppo")
+    learner = Learner(config(model_dir, loss="agapo", steps_per_batch=2, off_policy_correction="mis", lr=1e-2))
+    batch = random_batch(2, 4, VOCAB, seed=4)
+    with pytest.raises(ValueError, match="rollout_logprobs is None"):
+        learner.step(batch)
+    learner.step(with_sampler_logprobs(learner, batch))
+    assert learner.global_step == 2
+    for bad, match in ((dict(off_policy_correction="is"), "off_policy_correction"),
+                       (dict(off_policy_cap=1.0), "off_policy_cap"), (dict(off_policy_level="prefix"), "off_policy_level"),
+                       (dict(loss="ppo"), "unknown 'ppo'")):
+        with pytest.raises(ValueError, match=match):
+            config(model_dir, **bad)
+
+
+def test_sampler_gap_metrics_per_mode(model_dir):
+    """mismatch/logprob_abs is the mean |learner - sampler| log-prob; the ratios are the sequences'."""
+    temperatures = {"reasoning": 0.6, "non_reasoning": 0.4}
+    learner = Learner(config(model_dir, temperatures=temperatures, off_policy_correction="tis", lr=1e-3))
+    batch = random_batch(2, 2, VOCAB, seed=10, completion_len=(2, 4))
+    # a sampler 0.05 nats less sure of every token: sequence ratios exp(0.05 * length)
+    metrics = learner.step(with_sampler_logprobs(learner, batch, shift=-0.05))
+    ratios = {mode: [math.exp(0.05 * len(c)) for c, m in zip(batch.completion_ids, batch.modes) if m == mode]
+              for mode in temperatures}
+    tokens = {mode: [len(c) for c, m in zip(batch.completion_ids, batch.modes) if m == mode] for mode in temperatures}
+    # fp32 log-probs of magnitude ~4 and their difference: about 1e-6 of rounding
+    for mode in temperatures:
+        assert metrics[f"mismatch/logprob_abs/{mode}"] == pytest.approx(0.05, abs=1e-5)
+        mean = sum(r * n for r, n in zip(ratios[mode], tokens[mode])) / sum(tokens[mode])
+        assert metrics[f"off_policy/ratio_mean/{mode}"] == pytest.approx(mean, rel=1e-4)
+        assert metrics[f"off_policy/ratio_max/{mode}"] == pytest.approx(max(ratios[mode]), rel=1e-4)
+        assert metrics[f"off_policy/capped_frac/{mode}"] == 0.0
+    assert metrics["mismatch/logprob_abs"] == pytest.approx(0.05, abs=1e-5)
+    assert metrics["off_policy/ratio_max"] == pytest.approx(max(max(r) for r in ratios.values()), rel=1e-4)
+
+
+def test_clipped_loss_ratio_is_against_the_sampler_when_correcting(model_dir):
+    """A GRPO batch the sampler found far less likely (log-probs 8 nats lower) is clipped when the
+    correction is on; without it, the ratio is against the learner's own pass and nothing clips."""
+    batch = random_batch(2, 4, VOCAB, seed=11)
+    batch = replace(batch, advantages=[abs(a) for a in batch.advantages])
+    clip_frac = {}
+    for correction in ("tis", "none"):
+        learner = Learner(config(model_dir, loss="grpo", off_policy_correction=correction))
+        clip_frac[correction] = learner.step(with_sampler_logprobs(learner, batch, shift=-8.0))["clip_frac"]
+    assert clip_frac == {"tis": pytest.approx(1.0), "none": 0.0}
 
 
 def test_bad_batches_are_named(model_dir):
@@ -191,12 +278,13 @@ def test_lora_merged_export_matches_the_peft_model(model_dir, tmp_path):
     learner.step(batch)
     learner.step(batch)
     peft_logprobs = sequence_logprobs(learner, batch)
-    assert (peft_logprobs - base_logprobs).abs().max() > 1e-3  # the adapters did move the policy
 
     # the reference is the base model: adapters disabled
     micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
     ref = learner.policy.token_logprobs(micro, reference=True)[0].sum(-1)
-    torch.testing.assert_close(ref, base_logprobs, rtol=0, atol=1e-5)
+    tol = sequence_tolerance(learner.policy.hf_model, batch)
+    assert (peft_logprobs - base_logprobs).abs().max() > 10 * tol  # the adapters did move the policy
+    torch.testing.assert_close(ref, base_logprobs, rtol=0, atol=tol)
 
     merged = learner.export_weights(merged=True)
     assert not any("lora" in k or "base_layer" in k for k in merged)
@@ -210,7 +298,7 @@ def test_lora_merged_export_matches_the_peft_model(model_dir, tmp_path):
         for i in range(len(batch)):
             expected = peft_logprobs[i].double()
             got = unpacked_logprobs(model, batch.prompt_ids[i], batch.completion_ids[i]).sum()
-            torch.testing.assert_close(got, expected, rtol=0, atol=2e-5)
+            torch.testing.assert_close(got, expected, rtol=0, atol=tol)
 
     adapter = learner.export_weights(merged=False)
     assert adapter and all("lora_" in k for k in adapter)
@@ -230,10 +318,11 @@ def test_resume_from_training_state_continues_exactly(model_dir, tmp_path):
     resumed.load_training_state(tmp_path / "state")
     assert resumed.global_step == 1
     again = resumed.step(batch_b)
+    # the same arithmetic on the same values in the same order: bitwise equal
     for key in ("loss", "kl", "grad_norm", "lr"):
-        assert again[key] == pytest.approx(continued[key], rel=1e-5, abs=1e-7), key
+        assert again[key] == continued[key], key
     for name, tensor in learner.export_weights().items():
-        torch.testing.assert_close(resumed.export_weights()[name], tensor, rtol=1e-5, atol=1e-6)
+        assert torch.equal(resumed.export_weights()[name], tensor), name
 
 
 def test_lora_resume_restores_adapters(model_dir, tmp_path):
@@ -244,7 +333,7 @@ def test_lora_resume_restores_adapters(model_dir, tmp_path):
     learner.save_training_state(tmp_path)
     resumed = Learner(config(model_dir, lora=lora, seed=123))
     resumed.load_training_state(tmp_path)
-    torch.testing.assert_close(sequence_logprobs(resumed, batch), sequence_logprobs(learner, batch))
+    assert torch.equal(sequence_logprobs(resumed, batch), sequence_logprobs(learner, batch))  # same weights, same path
 
 
 def test_planning_helpers():
@@ -273,3 +362,24 @@ def test_bf16_steps_run(model_dir, dtypes):
     metrics = learner.step(random_batch(2, 4, VOCAB, seed=9))
     assert all(value == value for value in metrics.values())
     assert any((learner.export_weights()[k].float() - v.float()).abs().max() > 0 for k, v in start.items())
+
+
+def test_lm_head_of_a_bf16_model_runs_in_fp32(model_dir):
+    """The log-softmax input is not rounded to bf16: log-probs match an fp64 head on the bf16 model's
+    own hidden states and weights. The fp32 product of 32 terms is good to ~1e-6 relative (logits of
+    magnitude ~10: 1e-5), so 1e-4; bf16 logits keep 8 significant bits, ~0.02 at that magnitude."""
+    batch = random_batch(2, 4, VOCAB, seed=12)
+    micro = build_micro_batch(batch.prompt_ids, batch.completion_ids, list(range(len(batch))))
+    errors = {}
+    for fp32 in (True, False):
+        learner = Learner(config(model_dir, dtype="bfloat16", fp32_lm_head=fp32))
+        model = learner.policy.hf_model
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(30.0)  # trained-model logit scale, not random-init ~0
+            ours = learner.policy.token_logprobs(micro)[0]
+            hidden = model.base_model(input_ids=micro.input_ids).last_hidden_state.reshape(-1, 32)
+            logits = hidden[micro.hidden_index].double() @ model.get_output_embeddings().weight.double().t()
+        assert logits.abs().max() > 5
+        exact = micro.to_padded(logits.log_softmax(-1).gather(1, micro.labels[:, None]).squeeze(1))
+        errors[fp32] = (ours.double() - exact).abs().max().item()
+    assert errors[True] < 1e-4 < 1e-3 < errors[False], errors

@@ -1,9 +1,11 @@
-"""Guards the private vLLM internals that in-place weight updates rely on (see rollout/vllm_weight_sync.py).
-
-After every kind of update, vLLM's prompt logprobs must equal a transformers model holding the same
-weights (fp32). If a vLLM upgrade changes how CPU linears are packed, these tests fail loudly.
+"""Weight updates land: after every kind of update, through the safetensors file or through vLLM's
+weight-transfer API with dualmode-rl's gloo engine, vLLM's prompt logprobs equal a transformers
+model holding the same weights (fp32). These also guard the private vLLM internals the CPU path relies
+on (rollout/vllm_weight_sync.py): if an upgrade changes how CPU linears are packed, they fail loudly.
 """
 from __future__ import annotations
+
+import multiprocessing
 
 import pytest
 import torch
@@ -11,10 +13,15 @@ import torch
 from dualmode_rl.rollout.hf_engine import HfEngine
 from dualmode_rl.rollout.modes import SamplingConfig
 from dualmode_rl.rollout.types import GenerationRequest
-from rollout_fixtures import MAX_MODEL_LEN, tiny_model_dir, vllm_engine  # noqa: F401
+from rollout_fixtures import (MAX_MODEL_LEN, fsdp_policy, free_port, gathered_weights, perturb, tiny_model_dir,  # noqa: F401
+                              trainer_rank, vllm_engine, weight_meta)
 
 pytestmark = pytest.mark.slow
+# fp32 on both sides: the two engines sum the same products in different orders (fused qkv, oneDNN vs
+# ATen GEMMs), ~1e-7 relative per op; through 4 layers and a log-softmax over 400 tokens the gaps seen
+# are 1e-6. 1e-4 leaves room, and is far below the 0.05+ nats an update moves the logprobs.
 TOLERANCE = 1e-4
+BUCKET_BYTES = 64 * 1024  # a few dozen buckets for the tiny model: the bucket boundaries are exercised
 
 
 @pytest.fixture(scope="module")
@@ -32,14 +39,40 @@ def sequence(reference):
     return list(prompt) + list(answer) + [reference.tokenizer.eos_token_id]
 
 
-@torch.no_grad()
-def perturb(reference: HfEngine, scale: float, seed: int, only: str = "") -> dict[str, torch.Tensor]:
-    """Add noise to the reference model's parameters named like `only` (tied ones once); return them by HF name."""
-    gen = torch.Generator().manual_seed(seed)
-    for name, p in reference.model.named_parameters():  # yields a tied tensor once
-        if only in name:
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-    return {name: t.clone() for name, t in reference.model.state_dict().items() if only in name}
+def weights_of(reference: HfEngine, only: str = "") -> dict[str, torch.Tensor]:
+    """The reference's tensors named like `only`, by Hugging Face name, a tied LM head left out as a
+    learner exports it (vLLM refuses a tied alias without the tensor it is tied to in one load)."""
+    return {name: t.clone() for name, t in reference.model.state_dict().items()
+            if only in name and not (name == "lm_head.weight" and reference.model.config.tie_word_embeddings)}
+
+
+def changed(reference: HfEngine, seed: int, only: str = "") -> dict[str, torch.Tensor]:
+    """Perturb the reference's parameters named like `only`; return them."""
+    perturb(reference.model, 0.05, seed, only)
+    return weights_of(reference, only)
+
+
+def gloo_plan(world_size: int = 2):
+    from dualmode_rl.rollout.weight_transfer.plan import TransferPlan
+
+    return TransferPlan("gloo", "127.0.0.1", free_port(), world_size, BUCKET_BYTES, timeout_s=120)
+
+
+def send_through_gloo(engine, weights: dict[str, torch.Tensor], version: int) -> None:
+    """One trainer rank (this process) and the engine's worker form a group; rank 0 streams the weights."""
+    from dualmode_rl.rollout.weight_transfer.client import EngineClient
+    from dualmode_rl.rollout.weight_transfer.plan import weight_metadata
+    from dualmode_rl.rollout.weight_transfer.sender import WeightSender
+
+    sender = WeightSender(gloo_plan(), 0, EngineClient(engine))
+    try:
+        sender.send(weights.items(), weight_metadata(weights), version)
+    finally:
+        sender.close()
+
+
+def load_file(engine, weights, version):
+    engine.update_weights(weights, version)
 
 
 def max_gap(a: list[float], b: list[float]) -> float:
@@ -47,36 +80,77 @@ def max_gap(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
+def assert_same_model(engine_logprobs: list[float], reference: HfEngine, sequence: list[int]) -> None:
+    """vLLM's log-probs equal transformers' on the same weights, up to float32 rounding (tolerances.py)."""
+    tol = network_logprob_tolerance(reference.model, [sequence])
+    assert tol < VISIBLE / 10  # a stale weight (a change >= VISIBLE) cannot pass
+    expected = reference.prompt_logprobs(sequence)[-len(engine_logprobs):]
+    assert max_gap(engine_logprobs, expected) < tol
+
+
 def test_vllm_matches_transformers_before_any_update(vllm_engine, reference, sequence):  # noqa: F811
-    assert max_gap(vllm_engine.prompt_logprobs(sequence), reference.prompt_logprobs(sequence)) < TOLERANCE
+    assert_same_model(vllm_engine.prompt_logprobs(sequence), reference, sequence)
 
 
-def test_full_update_then_partial_update_match_transformers(vllm_engine, reference, sequence):  # noqa: F811
+@pytest.mark.parametrize("send", [load_file, send_through_gloo], ids=["file", "gloo"])
+def test_full_update_then_partial_update_match_transformers(vllm_engine, reference, sequence, send):  # noqa: F811
     before = reference.prompt_logprobs(sequence)
-    original = {k: v.clone() for k, v in reference.model.state_dict().items()}
+    original = weights_of(reference)
 
-    full = perturb(reference, scale=0.05, seed=1)
-    vllm_engine.update_weights(full, version=1)
+    send(vllm_engine, changed(reference, seed=1), 1)
     after_full = reference.prompt_logprobs(sequence)
-    assert max_gap(before, after_full) > 0.05, "the perturbation must change the model visibly"
-    assert max_gap(vllm_engine.prompt_logprobs(sequence), after_full) < TOLERANCE
+    assert max_gap(before, after_full) > VISIBLE, "the perturbation must change the model visibly"
+    assert_same_model(vllm_engine.prompt_logprobs(sequence), reference, sequence)
     assert vllm_engine.policy_version == 1
 
     # A partial update: one decoder layer's MLP and the (tied) embedding / LM head only.
-    partial = perturb(reference, scale=0.05, seed=2, only="layers.0.mlp")
-    partial |= perturb(reference, scale=0.05, seed=3, only="embed_tokens")
+    partial = changed(reference, seed=2, only="layers.0.mlp") | changed(reference, seed=3, only="embed_tokens")
     assert "lm_head.weight" not in partial and len(partial) == 4
-    vllm_engine.update_weights(partial, version=2)
+    send(vllm_engine, partial, 2)
     after_partial = reference.prompt_logprobs(sequence)
-    assert max_gap(after_full, after_partial) > 0.05
-    assert max_gap(vllm_engine.prompt_logprobs(sequence), after_partial) < TOLERANCE
+    assert max_gap(after_full, after_partial) > VISIBLE
+    assert_same_model(vllm_engine.prompt_logprobs(sequence), reference, sequence)
 
     # Back to the original weights: also exact, and generation (not only scoring) uses them.
     reference.update_weights(original, version=3)
-    vllm_engine.update_weights(original, version=3)
+    send(vllm_engine, original, 3)
     assert max_gap(vllm_engine.prompt_logprobs(sequence), before) < TOLERANCE
     (group,) = vllm_engine.generate_greedy([GenerationRequest("g", "What is 3 + 4?", "reasoning")])
     sample = group.samples[0]
     assert sample.policy_version == 3
     scored = reference.prompt_logprobs(group.prompt_token_ids + sample.token_ids)[-len(sample.token_ids):]
     assert max_gap(sample.logprobs, scored) < TOLERANCE
+
+
+def test_two_fsdp_learner_ranks_rank_0_sends(vllm_engine, reference, sequence, tiny_model_dir):  # noqa: F811
+    """As a data-parallel learner group will: two ranks hold the policy sharded with FSDP2 and gather it
+    one parameter at a time in step; rank 0 (this process) streams it to the engine, rank 1 (another
+    process) only gathers."""
+    import torch.distributed as dist
+
+    from dualmode_rl.rollout.weight_transfer.client import EngineClient
+    from dualmode_rl.rollout.weight_transfer.sender import WeightSender
+
+    before = reference.prompt_logprobs(sequence)
+    original = weights_of(reference)
+    plan, learner_port, seed = gloo_plan(), free_port(), 11
+    other = multiprocessing.get_context("spawn").Process(
+        target=trainer_rank, args=(str(tiny_model_dir), 1, 2, learner_port, plan, seed, 4))
+    other.start()
+    try:
+        model = fsdp_policy(tiny_model_dir, 0, 2, learner_port, seed)
+        sender = WeightSender(plan, 0, EngineClient(vllm_engine))
+        sender.send(gathered_weights(model), weight_meta(model), 4)
+        sender.close()
+    finally:
+        other.join(timeout=300)
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    assert other.exitcode == 0
+    perturb(reference.model, 0.05, seed)  # what both ranks hold
+    expected = reference.prompt_logprobs(sequence)
+    assert max_gap(before, expected) > 0.05
+    assert max_gap(vllm_engine.prompt_logprobs(sequence), expected) < TOLERANCE
+    assert vllm_engine.policy_version == 4
+    reference.update_weights(original, version=5)
+    send_through_gloo(vllm_engine, original, 5)

@@ -4,14 +4,13 @@ workers: tests/test_rewards_pool.py."""
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
-import psutil
+import process_scan
 import pytest
 
 BIN = Path(sys.executable).parent
@@ -23,16 +22,14 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def _processes(pattern: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        if re.search(pattern, " ".join(proc.info["cmdline"] or [])):
-            found.append(proc)
-    return found
+def _processes(pattern: str) -> list[process_scan.SeenProcess]:
+    """Our own live processes matching `pattern`: the run's local Ray cluster is started by the run,
+    so its actors are our descendants; other jobs on the machine are never touched."""
+    return [p for p in process_scan.descendants() if not p.zombie and re.search(pattern, p.cmdline)]
 
 
 class Killer(threading.Thread):
-    """SIGKILLs, once each, the first process matching each pattern after the run's first step."""
+    """SIGKILLs, once each, the first of our processes matching each pattern after the run's first step."""
 
     def __init__(self, run_dir: Path, patterns: list[str]):
         super().__init__(daemon=True)
@@ -44,9 +41,9 @@ class Killer(threading.Thread):
             if metrics.is_file() and metrics.read_text().strip():
                 for pattern in list(self.todo):
                     for proc in _processes(pattern)[:1]:
-                        proc.send_signal(signal.SIGKILL)
-                        self.killed.append(pattern)
-                        self.todo.remove(pattern)
+                        if process_scan.kill(proc.pid):
+                            self.killed.append(pattern)
+                            self.todo.remove(pattern)
             time.sleep(0.05)
 
 
