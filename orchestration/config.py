@@ -58,7 +58,7 @@ class BootstrapConfig(Section):
     # half the math problems unworked in reasoning mode, and worse; RL with verifiable rewards learns to
     # work them out (README, "What the demo shows"). The answers are always right; rows record `worked`.
     unworked_share: float = Field(0.5, ge=0, le=1)
-    sft_steps: int = Field(800, gt=0)
+    sft_steps: int = Field(1200, gt=0)
     sft_batch_size: int = Field(32, gt=0)
     sft_learning_rate: float = Field(2e-3, gt=0)
     sft_time_limit_s: float = Field(1800, gt=0)  # safety cap only; the step count is what makes runs reproducible
