@@ -26,6 +26,16 @@ def _timed(seconds: dict, stage: str):
     log.info("demo stage %s took %.1f s", stage, seconds[stage])
 
 
+def _leave_ray() -> None:
+    """The evaluation after training needs no Ray. A local cluster left running can only fail it: on the
+    loaded 2-core box its raylet once missed its heartbeats right after training, and a minute later the
+    driver aborted mid-eval, unable to reach the GCS."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def run_demo(cfg: DualModeConfig, root: Path) -> dict:
     seconds: dict[str, float] = {}
     if cfg.model is None and not is_bootstrapped(cfg.bootstrap.out, cfg.bootstrap):
@@ -46,6 +56,7 @@ def run_demo(cfg: DualModeConfig, root: Path) -> dict:
     shutil.rmtree(cfg.train.out, ignore_errors=True)  # the demo always trains afresh
     with _timed(seconds, "train"):
         train(cfg)
+    _leave_ray()
 
     trained = cfg.model_copy(update={"model": str(latest_checkpoint(Path(cfg.train.out)) / "policy")})
     with _timed(seconds, "eval_after"):
