@@ -4,11 +4,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 
-from dualmode_rl.atomic import write_json_atomic
+# OpenMP threads sleep at a barrier instead of spinning (read once, when torch loads libgomp; an explicit
+# setting wins). Where other processes share the cores, a spinning thread burns the time slice its partner
+# needs: a bootstrap SFT step with 2 threads took 8.1 s spinning and 1.7 s sleeping on the shared 2-core
+# box (1.0-1.5 s with 1 thread).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from dualmode_rl.atomic import write_json_atomic  # noqa: E402
 from .config import ConfigError, DualModeConfig, load_config
 
 

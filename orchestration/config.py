@@ -58,6 +58,8 @@ class BootstrapConfig(Section):
     test_size: int = Field(400, gt=0)
     code_share: float = Field(0.3, ge=0, le=1)
     vocab_size: int = Field(768, ge=300)
+    # "whole": each number of the task suite is one token; "digits": one token per digit (orchestration/bootstrap/tokenizer.py).
+    number_tokens: Literal["whole", "digits"] = "whole"
     shape: ModelShape = ModelShape()
     reasoning_token_ratio: float = Field(1.5, gt=0)  # reasoning : non-reasoning SFT tokens (the report's 1.5:1)
     # Share of the math SFT rows whose reasoning-mode think block skips the work ("I can answer this
@@ -68,7 +70,7 @@ class BootstrapConfig(Section):
     sft_steps: int = Field(1200, gt=0)
     sft_batch_size: int = Field(32, gt=0)
     sft_learning_rate: float = Field(2e-3, gt=0)
-    sft_time_limit_s: float = Field(540, gt=0)  # safety cap only; the step count is what makes runs reproducible
+    sft_time_limit_s: float = Field(1800, gt=0)  # safety cap only; the step count is what makes runs reproducible
     # 0 = all cores: the SFT runs before any vLLM or Ray process exists (2 threads: 1.9x faster than 1 on
     # the 2-core box). Set 1 where other processes share the cores: contending OpenMP threads ran 4-5x slower.
     torch_threads: int = Field(0, ge=0)

@@ -19,5 +19,7 @@ def init_ray() -> None:
         ray.init(address=address)
         log.info("connected to Ray cluster at %s", address)
     else:
-        ray.init(include_dashboard=False, log_to_driver=True)
+        # address="local": a bare ray.init() joins any cluster `ray start` left on this machine (another
+        # user's on a shared box, whose `ray stop` then kills this run's actors).
+        ray.init(address="local", include_dashboard=False, log_to_driver=True)
         log.info("started a local Ray instance (set RAY_ADDRESS to use an existing cluster)")

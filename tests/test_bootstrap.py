@@ -1,5 +1,9 @@
-"""The built-in checkpoint: disjoint splits, 1.5:1 mode ratio, loads in transformers and vLLM alike."""
+"""The built-in checkpoint: disjoint splits, 1.5:1 mode ratio, one token per number, the same weights from
+the same seed, loads in transformers and vLLM alike."""
+import importlib.util
 import json
+import re
+from pathlib import Path
 
 import process_scan
 import pytest
@@ -8,7 +12,8 @@ from datasets import load_from_disk
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from dualmode_rl.orchestration.bootstrap.sft import UNWORKED_THOUGHT, sft_example, sft_reasoning
-from dualmode_rl.orchestration.bootstrap.tasks import generate_tasks
+from dualmode_rl.orchestration.bootstrap.tasks import generate_tasks, task_rows
+from dualmode_rl.orchestration.bootstrap.tokenizer import train_tokenizer
 from dualmode_rl.rollout.types import GenerationRequest
 
 
@@ -30,6 +35,17 @@ def test_math_tasks_are_consistent():
             assert eval(lhs) == int(rhs)  # our own generated arithmetic
             value = int(rhs)
         assert str(value) == task.answer and f"\\boxed{{{value}}}" in task.solution
+
+
+def test_each_number_of_the_task_suite_is_one_token():
+    rows = task_rows(generate_tasks({"train": 300}, code_share=0.3, seed=2)["train"])
+    corpus = [f"{r['prompt']}\n{r['reasoning']}\n{r['solution']}\n{r['test']}" for r in rows]
+    whole = train_tokenizer(corpus, vocab_size=768)
+    numbers = {n for text in corpus for n in re.findall(r"\d+", text)}
+    assert [n for n in numbers if whole.tokenize(n) != [n]] == []
+    assert whole.tokenize("12+11=23") == ["12", "+", "11", "=", "23"]
+    digits = train_tokenizer(corpus, vocab_size=768, numbers="digits")
+    assert digits.tokenize("12+11=23") == ["1", "2", "+", "1", "1", "=", "2", "3"]
 
 
 def test_checkpoint_folder(tiny_checkpoint):
@@ -62,6 +78,38 @@ def test_a_checkpoint_is_reused_only_when_built_with_the_same_settings(tiny_chec
     assert is_bootstrapped(tiny_checkpoint, cfg.model_copy(update={"torch_threads": 2, "out": "elsewhere"}))
     assert not is_bootstrapped(tiny_checkpoint, cfg.model_copy(update={"unworked_share": 0.1}))
     assert not is_bootstrapped(tiny_checkpoint.parent / "missing", cfg)
+
+
+def test_the_same_seed_builds_the_same_weights(tiny_checkpoint, tmp_path):
+    from conftest import tiny_bootstrap_config
+
+    from dualmode_rl.orchestration.bootstrap import bootstrap
+
+    again = bootstrap(tiny_bootstrap_config(), tmp_path / "again")  # same settings and thread count as the fixture
+    for name in ("model.safetensors", "tokenizer.json"):
+        assert (again / name).read_bytes() == (tiny_checkpoint / name).read_bytes(), name
+
+
+def _benchmark(name: str):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_worked_answers_tells_unworked_misread_and_false_steps_apart():
+    classify = _benchmark("worked_answers").classify
+    gold = "4+8=12\n12*2=24"
+    answer = "</think>\n\nThe answer is \\boxed{24}."
+    assert classify("4+8=12\n12*2=24\n" + answer, gold) == "steps_ok"
+    assert classify("4+8=13\n13*2=26\n" + answer, gold) == "arithmetic"  # a false result, carried on right
+    assert classify("4+8=12\n12*2=25\n" + answer, gold) == "arithmetic"
+    assert classify("4+9=13\n13*2=26\n" + answer, gold) == "misread"  # an operand the problem does not give
+    assert classify("4+8=12\n12+2=14\n" + answer, gold) == "misread"  # the wrong operation
+    assert classify("4+8=12\n" + answer, gold) == "misread"  # a step left out
+    assert classify("I can answer this directly.\n" + answer, gold) == "unworked"
+    assert classify("4+8=12\n12*2=24", gold) == "unclosed"
 
 
 def test_unworked_rows_show_no_steps_in_their_think_block():

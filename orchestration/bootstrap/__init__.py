@@ -73,7 +73,7 @@ def bootstrap(cfg: BootstrapConfig, out: str | Path | None = None) -> Path:
             row["worked"] = not (name == "train" and row["domain"] == "math" and rng.random() < cfg.unworked_share)
     corpus = [f"{r['prompt']}\n{r['reasoning']}\n{r['solution']}" + ("" if r["worked"] else f"\n{UNWORKED_THOUGHT}")
               for r in rows["train"]]
-    tokenizer = train_tokenizer(corpus, cfg.vocab_size)
+    tokenizer = train_tokenizer(corpus, cfg.vocab_size, cfg.number_tokens)
     _assign_modes(rows["train"], tokenizer, cfg.reasoning_token_ratio, rng)
     for name in ("validation", "test"):  # evaluated in both modes; the column records a default
         for i, row in enumerate(rows[name]):

@@ -12,12 +12,14 @@ PAD, UNK, BOS = "[PAD]", "[UNK]", "[BOS]"
 SPECIAL_TOKENS = [PAD, UNK, BOS, END_OF_TURN, *ROLE_TOKENS]
 
 
-def train_tokenizer(corpus: Iterable[str], vocab_size: int = 768) -> PreTrainedTokenizerFast:
-    """Byte-level BPE with one token per digit, so arithmetic is learnable by a tiny model."""
+def train_tokenizer(corpus: Iterable[str], vocab_size: int = 768, numbers: str = "whole") -> PreTrainedTokenizerFast:
+    """Byte-level BPE. `numbers="whole"`: a run of digits is a word of its own, so BPE makes each number
+    of the corpus one token (while the vocabulary lasts) and a worked step's result is one prediction
+    rather than one per digit. `"digits"`: one token per digit."""
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Digits(individual_digits=numbers == "digits"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
         ]
     )
