@@ -65,7 +65,7 @@ class BootstrapConfig(Section):
     # Share of the math SFT rows whose reasoning-mode think block skips the work ("I can answer this
     # directly."), as short traces in distilled SFT data do. The bootstrapped model then answers about
     # half the math problems unworked in reasoning mode, and worse; RL with verifiable rewards learns to
-    # work them out (README, "What the demo shows"). The answers are always right; rows record `worked`.
+    # work them out (docs/demo.md). The answers are always right; rows record `worked`.
     unworked_share: float = Field(0.5, ge=0, le=1)
     sft_steps: int = Field(1200, gt=0)
     sft_batch_size: int = Field(32, gt=0)
