@@ -20,7 +20,7 @@ def read_json_lines(path: str | Path) -> list[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: line {number}: not valid JSON: {exc.msg} at column {exc.colno}") from None
+                raise InputError(f"{path}: line {number}: not valid JSON: {exc.msg.removesuffix(' at')} at column {exc.colno}") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
             rows.append((number, row))
