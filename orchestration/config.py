@@ -276,7 +276,7 @@ class AlgorithmConfig(Section):
                 raise ValueError(f"advantage_params.{key}: not a parameter of advantage '{self.advantage}' "
                                  f"(it takes {accepted})")
         try:  # the estimator's own checks of its parameters, on a one-prompt batch
-            get_advantage(self.advantage, normalize=self.normalize, **self.advantage_params)(torch.tensor([[0.0, 1.0]]))
+            get_advantage(self.advantage, **self.advantage_params)(torch.tensor([[0.0, 1.0]]))
         except ValueError as err:
             raise ValueError(f"advantage_params: {err}") from None
         return self

@@ -156,3 +156,9 @@ def test_advantage_parameters_reach_the_estimator():
     ours = get_advantage(cfg.algorithm.advantage, **cfg.algorithm.advantage_params)(rewards)
     assert torch.equal(ours, get_advantage("agapo_neg", all_incorrect_advantage=-0.2)(rewards))
     assert not torch.equal(ours, get_advantage("agapo_neg")(rewards))  # the default -0.1 gives another batch
+
+
+def test_per_mode_normalisation_loads_with_any_registered_estimator():
+    # the config's own check of the estimator runs a one-prompt batch without modes; normalize stays out of it
+    for advantage in ("agapo", "agapo_neg", "grpo"):
+        assert load_config(None, [f"algorithm.advantage={advantage}", "algorithm.normalize=mode"]).algorithm.normalize == "mode"
