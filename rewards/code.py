@@ -7,12 +7,12 @@ every test passes (binary), `extras["pass_fraction"]` logged.
 from __future__ import annotations
 
 import re
-import threading
 from dataclasses import astuple
 
 from dualmode_rl.rewards.format import split_answer
 from dualmode_rl.rewards.sandbox import Sandbox, SandboxJob
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.worker_owner import WorkerOwner
 
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
@@ -45,23 +45,11 @@ def jobs_for(program: str, reference: dict) -> list[SandboxJob]:
     raise ValueError("code row needs `test` (with `entry_point`) or `tests` [{input, output}]")
 
 
-class CodeReward:
+class CodeReward(WorkerOwner[Sandbox]):
     name = "code"
 
     def __init__(self, num_workers: int = 2, timeout_s: float = 10.0, sandbox: Sandbox | None = None):
-        self._num_workers, self._timeout_s = num_workers, timeout_s
-        self._sandbox = sandbox
-        self._lock = threading.Lock()
-
-    def __reduce__(self):  # picklable (Ray ships rewards): the settings, not the running sandbox or its lock
-        return CodeReward, (self._num_workers, self._timeout_s)
-
-    @property
-    def sandbox(self) -> Sandbox:
-        with self._lock:
-            if self._sandbox is None:
-                self._sandbox = Sandbox(num_workers=self._num_workers, timeout_s=self._timeout_s)
-            return self._sandbox
+        super().__init__(Sandbox, dict(num_workers=num_workers, timeout_s=timeout_s), sandbox)
 
     def __call__(self, inputs: list[RewardInput]) -> list[RewardOutput]:
         outputs: list[RewardOutput | None] = [None] * len(inputs)
@@ -90,12 +78,8 @@ class CodeReward:
         """Each distinct job of a batch runs once (the G samples of a prompt often hold the same program):
         its result serves every identical job."""
         distinct = list(dict.fromkeys(astuple(job) for job in jobs))
-        results = dict(zip(distinct, self.sandbox.run_many([SandboxJob(*key) for key in distinct]))) if jobs else {}
+        results = dict(zip(distinct, self.workers.run_many([SandboxJob(*key) for key in distinct]))) if jobs else {}
         return [results[astuple(job)] for job in jobs]
-
-    def close(self) -> None:
-        if self._sandbox is not None:
-            self._sandbox.close()
 
 
 def _score(results) -> RewardOutput:

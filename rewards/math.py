@@ -6,11 +6,11 @@ Gold forms: GSM8K (`... #### 18`), MATH (`\\boxed{...}` inside a solution, or a 
 from __future__ import annotations
 
 import re
-import threading
 
 from dualmode_rl.rewards.format import split_answer
 from dualmode_rl.rewards.math_worker import MathVerifyPool
 from dualmode_rl.rewards.types import RewardInput, RewardOutput
+from dualmode_rl.rewards.worker_owner import WorkerOwner
 
 MAX_ANSWER_CHARS = 500
 MAX_EXPONENT = 10_000
@@ -62,23 +62,11 @@ def refusal(expression: str) -> str | None:
     return None
 
 
-class MathReward:
+class MathReward(WorkerOwner[MathVerifyPool]):
     name = "math"
 
     def __init__(self, num_procs: int = 1, timeout_s: float = 5.0, pool: MathVerifyPool | None = None):
-        self._num_procs, self._timeout_s = num_procs, timeout_s
-        self._pool = pool
-        self._lock = threading.Lock()
-
-    def __reduce__(self):  # picklable (Ray ships rewards): the settings, not the worker pool or its lock
-        return MathReward, (self._num_procs, self._timeout_s)
-
-    @property
-    def pool(self) -> MathVerifyPool:
-        with self._lock:
-            if self._pool is None:
-                self._pool = MathVerifyPool(num_procs=self._num_procs, timeout_s=self._timeout_s)
-            return self._pool
+        super().__init__(MathVerifyPool, dict(num_procs=num_procs, timeout_s=timeout_s), pool)
 
     def score_one(self, item: RewardInput, verdicts: dict | None = None) -> RewardOutput:
         """Score 0 with a `reason` for a wrong or unusable answer; `error` only when the row is at fault.
@@ -98,7 +86,7 @@ class MathReward:
             return RewardOutput(0.0, reason=f"refused: {refusal(pred)}")
         verdicts = {} if verdicts is None else verdicts
         if (pred, gold) not in verdicts:
-            verdicts[pred, gold] = self.pool.equal(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}",
+            verdicts[pred, gold] = self.workers.equal(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}",
                                                    pred_extraction=["latex_boxed"], gold_extraction=["latex_boxed", "expr"])
         equal, reason = verdicts[pred, gold]
         return RewardOutput(1.0 if equal else 0.0, extras={"extracted": pred[:100]}, reason=reason)
@@ -108,7 +96,3 @@ class MathReward:
         give the same answer; Math-Verify is deterministic)."""
         verdicts: dict = {}
         return [self.score_one(item, verdicts) for item in inputs]
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.close()

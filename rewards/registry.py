@@ -12,6 +12,8 @@ Anything that cannot load raises RewardPluginError naming the spec, at start-up.
 """
 from __future__ import annotations
 
+import importlib
+
 from dualmode_rl.plugins import PluginError, is_plugin_spec, load_object
 from dualmode_rl.rewards.plugins import adapt
 from dualmode_rl.rewards.types import SCORE_RANGE
@@ -24,29 +26,21 @@ class RewardPluginError(PluginError):
         super().__init__("reward", spec, reason)
 
 
+BUILTIN_CLASSES = {  # name -> "module:class", imported only when that reward is built
+    "auto": "dualmode_rl.rewards.auto:DomainRouter",
+    "math": "dualmode_rl.rewards.math:MathReward",
+    "code": "dualmode_rl.rewards.code:CodeReward",
+    "format": "dualmode_rl.rewards.format:FormatReward",
+    "arithmetic_steps": "dualmode_rl.rewards.arithmetic_steps:ArithmeticStepsReward",
+    "mode_fidelity": "dualmode_rl.rewards.mode_fidelity:ModeFidelityReward",
+}
+
+
 def _builtin(name: str):
-    if name == "math":
-        from dualmode_rl.rewards.math import MathReward
-        return MathReward()
-    if name == "code":
-        from dualmode_rl.rewards.code import CodeReward
-        return CodeReward()
-    if name == "format":
-        from dualmode_rl.rewards.format import FormatReward
-        return FormatReward()
-    if name == "auto":
-        from dualmode_rl.rewards.auto import DomainRouter
-        return DomainRouter()
-    if name == "arithmetic_steps":
-        from dualmode_rl.rewards.arithmetic_steps import ArithmeticStepsReward
-        return ArithmeticStepsReward()
-    if name == "mode_fidelity":
-        from dualmode_rl.rewards.mode_fidelity import ModeFidelityReward
-        return ModeFidelityReward()
-    return None
-
-
-BUILTINS = ("auto", "math", "code", "format", "arithmetic_steps", "mode_fidelity")
+    if name not in BUILTIN_CLASSES:
+        return None
+    module, cls = BUILTIN_CLASSES[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def load_reward(spec: str, args: dict | None = None, columns: dict[str, str] | None = None,
@@ -65,7 +59,7 @@ def load_reward(spec: str, args: dict | None = None, columns: dict[str, str] | N
         return builtin
     try:
         if not is_plugin_spec(spec):
-            raise ValueError(f"not a built-in ({', '.join(BUILTINS)}) and not 'module:function' or 'file.py:function'")
+            raise ValueError(f"not a built-in ({', '.join(BUILTIN_CLASSES)}) and not 'module:function' or 'file.py:function'")
         obj = load_object(spec, ENTRY_POINT_GROUP)
         if args is not None:
             obj = obj(**args)

@@ -10,55 +10,31 @@ from __future__ import annotations
 import torch
 from transformers import LogitsProcessorList
 
+from .engine_base import EngineBase
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
-from .thinking_budget import ThinkingBudgetProcessor, load_engine_tokenizer, mark_forced, require_markers
+from .thinking_budget import ThinkingBudgetProcessor, mark_forced, require_markers
 from .types import GenerationRequest, RolloutGroup, Sample
 
 LOGPROBS_MODES = ("raw_logprobs", "processed_logprobs")
 
 
-class HfEngine:
-    def __init__(
-        self,
-        model_path: str,
-        sampling: SamplingConfig | None = None,
-        max_model_len: int = 2048,
-        seed: int | None = None,
-        dtype: str = "auto",  # "auto": fp32 on CPU, the checkpoint's dtype on GPU
-        device: str | None = None,
-        logprobs_mode: str = "processed_logprobs",
-        policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
-    ):
+class HfEngine(EngineBase):
+    def _start(self, seed: int | None, dtype: str = "auto",  # "auto": fp32 on CPU, the checkpoint's dtype on GPU
+               device: str | None = None, logprobs_mode: str = "processed_logprobs") -> None:
         from transformers import AutoModelForCausalLM
 
         if logprobs_mode not in LOGPROBS_MODES:
             raise ValueError(f"HfEngine: logprobs_mode must be one of {LOGPROBS_MODES}, got {logprobs_mode!r}")
-        self.model_path = str(model_path)
-        self.sampling = sampling or SamplingConfig()
-        self.max_model_len = max_model_len
         self.logprobs_mode = logprobs_mode
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.tokenizer, self.think_markers = load_engine_tokenizer(self.model_path, self.sampling.needs_think_markers)
         if dtype == "auto":
             dtype = "float32" if self.device.type == "cpu" else "auto"
         self.model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype if dtype == "auto" else getattr(torch, dtype))
         self.model.to(self.device).eval()
         torch.manual_seed(engine_seed(seed, self.sampling))
-        self._policy_version = int(policy_version)
 
-    @property
-    def policy_version(self) -> int:
-        return self._policy_version
-
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
-                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
-        """As VllmEngine.generate; `sampling` replaces the engine's settings for this call."""
-        if seed is not None:
-            torch.manual_seed(int(seed))
-        return self._generate(requests, greedy=False, sampling=sampling)
-
-    def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
-        return self._generate(requests, greedy=True)
+    def _reseed(self, seed: int) -> None:
+        torch.manual_seed(seed)
 
     def _generate(self, requests: list[GenerationRequest], greedy: bool,
                   sampling: SamplingConfig | None = None) -> list[RolloutGroup]:

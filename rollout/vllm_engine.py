@@ -17,8 +17,9 @@ import multiprocessing
 
 import torch
 
+from .engine_base import EngineBase
 from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed, render_prompt_ids
-from .thinking_budget import load_engine_tokenizer, mark_forced, vllm_reasoning_config
+from .thinking_budget import mark_forced, vllm_reasoning_config
 from .types import GenerationRequest, RolloutGroup, Sample
 from .weight_file import write_weights_file
 from .weight_transfer.plan import GLOO_ENGINE
@@ -59,29 +60,17 @@ def vllm_engine_args(model_path: str, *, on_cpu: bool, max_model_len: int, seed:
     return args
 
 
-class VllmEngine:
-    def __init__(
-        self,
-        model_path: str,
-        sampling: SamplingConfig | None = None,
-        max_model_len: int = 2048,
-        seed: int | None = None,
-        policy_version: int = 0,  # the version of the weights in model_path (a resumed run's step)
-        **settings,  # vllm_engine_args' keywords: dtype, gpu_memory_utilization, weight_transfer, ...
-    ):
+class VllmEngine(EngineBase):
+    def _start(self, seed: int | None, **settings) -> None:
+        """`settings`: vllm_engine_args' keywords (dtype, gpu_memory_utilization, weight_transfer, ...)."""
         from vllm import LLM
         from vllm.platforms import current_platform
 
-        self.model_path = str(model_path)
-        self.max_model_len = max_model_len
-        self.sampling = sampling or SamplingConfig()
-        self.tokenizer, self.think_markers = load_engine_tokenizer(self.model_path, self.sampling.needs_think_markers)
         before = set(multiprocessing.active_children())
         self.llm = LLM(**self.llm_kwargs(dict(model_path=self.model_path, sampling=self.sampling, seed=seed,
-                                              max_model_len=max_model_len, **settings), current_platform.is_cpu()),
+                                              max_model_len=self.max_model_len, **settings), current_platform.is_cpu()),
                        reasoning_config=vllm_reasoning_config(self.think_markers))  # requests may carry a thinking budget
         self._processes = [p for p in multiprocessing.active_children() if p not in before]  # the engine core
-        self._policy_version = int(policy_version)
 
     @staticmethod
     def llm_kwargs(engine_kwargs: dict, on_cpu: bool) -> dict:
@@ -91,24 +80,8 @@ class VllmEngine:
         return vllm_engine_args(kw.pop("model_path"), on_cpu=on_cpu, seed=engine_seed(kw.pop("seed", None), sampling),
                                 max_model_len=kw.pop("max_model_len"), **kw)
 
-    @property
-    def policy_version(self) -> int:
-        return self._policy_version
-
-    def generate(self, requests: list[GenerationRequest], seed: int | None = None,
-                 sampling: SamplingConfig | None = None) -> list[RolloutGroup]:
-        """`request.n` samples per request with the mode's sampling settings (`sampling`'s for this call
-        when given: evaluation during training); groups in request order.
-
-        With `seed`, the sampler's RNG is reset first, so the same call on the same weights gives the
-        same samples (what exact resume needs)."""
-        if seed is not None:
-            self.llm.collective_rpc("dualmode_rl_reseed", args=(int(seed),))
-        return self._generate(requests, greedy=False, sampling=sampling)
-
-    def generate_greedy(self, requests: list[GenerationRequest]) -> list[RolloutGroup]:
-        """One greedy (temperature 0) completion per request, for evaluation; `request.n` is ignored."""
-        return self._generate(requests, greedy=True)
+    def _reseed(self, seed: int) -> None:
+        self.llm.collective_rpc("dualmode_rl_reseed", args=(seed,))
 
     def _generate(self, requests: list[GenerationRequest], greedy: bool,
                   sampling: SamplingConfig | None = None) -> list[RolloutGroup]:

@@ -8,6 +8,7 @@ import pytest
 
 from dualmode_rl.orchestration.components import engine_kwargs, rollout_engine_kwargs
 from dualmode_rl.orchestration.config import VLLM_ONLY, ConfigError, load_config
+from dualmode_rl.rollout.engine_base import EngineBase
 from dualmode_rl.rollout.hf_engine import HfEngine
 from dualmode_rl.rollout.registry import ENGINES, engine_class
 from dualmode_rl.rollout.types import Engine
@@ -40,7 +41,9 @@ def test_a_vllm_setting_with_the_hf_engine_fails_at_config_load_naming_it(key, v
 
 def test_the_hf_engine_gets_only_its_own_arguments_and_refuses_vllms(tiny_model_dir):
     cfg = load_config(None, ["rollout.engine=hf"])
-    accepted = set(inspect.signature(HfEngine).parameters)
+    shared = set(inspect.signature(EngineBase).parameters) - {"settings"}
+    accepted = shared | set(inspect.signature(HfEngine._start).parameters) - {"self", "seed"}
+    assert {"model_path", "sampling", "dtype", "device", "logprobs_mode"} <= accepted
     assert set(rollout_engine_kwargs(cfg, tiny_model_dir, 3, "file")) <= accepted
     assert set(engine_kwargs(cfg, tiny_model_dir, evaluation=True)) <= accepted
     with pytest.raises(TypeError, match="enforce_eager"):

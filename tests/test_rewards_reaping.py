@@ -112,6 +112,7 @@ def test_a_sandbox_server_killed_mid_job_takes_the_job_along():
         process_scan.kill(server.pid)
         job.join(30)
         assert results and not results[0].all_passed and "sandbox server failed" in results[0].error
+        deadline = time.monotonic() + 30  # its own wait: the waits above may have used up the first one on a loaded box
         while time.monotonic() < deadline and _still_running(job_processes):
             time.sleep(0.05)
         assert _still_running(job_processes) == []
