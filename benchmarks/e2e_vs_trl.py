@@ -11,9 +11,9 @@ the same number of torch threads (TRL in the driver process, dualmode-rl in its 
 
 - dualmode-rl: the components `dualmode-rl train` builds (orchestration/loop.py): a `RolloutPool` with one Ray
   actor holding a `VllmEngine`, a `RewardPool`, the `grpo` advantage, a `LearnerGroup` with one Ray actor
-  holding the `Learner`, then the weight sync (`--weight-transfer`, default gloo: vLLM's weight-transfer
-  API with dualmode-rl's CPU engine, the learner actor as trainer rank 0, as `rollout.weight_transfer:
-  auto` picks with a CPU learner; `file`: the learner actor writes a safetensors file the engine loads).
+  holding the `Learner`, then the weight sync (`--weight-transfer`, default shm: vLLM's weight-transfer
+  API with dualmode-rl's shared-memory CPU engine, the learner actor as trainer rank 0, as
+  `rollout.weight_transfer: auto` picks with a CPU learner on one node; `gloo`: its socket engine; `file`: the learner actor writes a safetensors file the engine loads).
   By default with `rollout.max_staleness: 1` (the loop's asynchronous rollout): the next batch is
   generated while the learner steps, so dualmode-rl trains on samples one update old where TRL's are
   on-policy; `--max-staleness 0` compares the on-policy loop. The learner
@@ -268,8 +268,9 @@ def parse_args():
                    help="rollout.max_staleness: 1 generates step k+1 while step k trains (the loop's async option)")
     p.add_argument("--layout", default="shared_prompt", choices=("padded", "packed", "shared_prompt"),
                    help="learner.layout of dualmode-rl's learner: shared_prompt runs each group's prompt once")
-    p.add_argument("--weight-transfer", default="gloo", choices=("gloo", "file"),
-                   help="rollout.weight_transfer: gloo (vLLM's weight-transfer API, dualmode-rl's CPU engine) or file")
+    p.add_argument("--weight-transfer", default="shm", choices=("shm", "gloo", "file"),
+                   help="rollout.weight_transfer: shm (what auto picks on one node) or gloo (vLLM's weight-transfer "
+                        "API with dualmode-rl's CPU engines), or file")
     p.add_argument("--quick", action="store_true", help="tiny shape, 4 prompts x 2 x 16 tokens, 1 measured step")
     args = p.parse_args()
     if args.quick:
@@ -331,7 +332,6 @@ def settings(args, params: int) -> dict:
             "warmup_steps": WARMUP_STEPS, "torch_threads": args.threads,
             "vllm_bind": args.vllm_bind or "auto", "dtype": "float32", "device": "cpu", "cpu_count": os.cpu_count(),
             "dualmode_rl_rollout": "RolloutPool, 1 Ray actor, vLLM", "weight_transfer": args.weight_transfer,
-            "dualmode_rl_rollout": "RolloutPool, 1 Ray actor, vLLM",
             "dualmode_rl_learner": "LearnerGroup, 1 Ray actor",
             "trl_generation": "transformers generate (use_vllm=False)",
             "reward": "digit_share (TRL convention; dualmode-rl loads it as a file plug-in)"}

@@ -1,12 +1,14 @@
-"""Weight-update time into running vLLM rollout actors: vLLM's weight-transfer API with dualmode-rl's gloo
-engine against the safetensors-file path, side by side in one run, on the same engine(s).
+"""Weight-update time into running vLLM rollout actors: vLLM's weight-transfer API with one of dualmode-rl's
+CPU engines (`--engine shm`, what `auto` picks on one node, or `gloo`, across nodes) against the
+safetensors-file path, side by side in one run, on the same engine(s).
 
 Both paths deliver a learner's fp32 state dict (the tied LM head left out, as the learner exports it)
 to a `RolloutPool` of Ray actors running vLLM on CPU, through the driver-side weight syncs the RL loop
 uses (rollout/weight_transfer/sync.py):
-- engine (`rollout.weight_transfer: gloo`): trainer rank 0 (here the benchmark's process, in training
-  learner rank 0's actor) streams the tensors over a gloo group in buckets while every vLLM worker
-  receives and loads them; nothing enters the Ray object store.
+- engine, `rollout.weight_transfer: shm`: trainer rank 0 (here the benchmark's process, in training
+  learner rank 0's actor) packs the tensors bucket by bucket into a shared-memory segment that every
+  vLLM worker keeps mapped and loads each bucket from; `gloo`: rank 0 streams the buckets over a gloo
+  group while every vLLM worker receives and loads them. Nothing enters the Ray object store.
 - file (`rollout.weight_transfer: file`): trainer rank 0 writes the weights to one safetensors file in
   /dev/shm, each actor's workers load the file.
 Both end with the same CPU re-packing of vLLM's GEMM weights. Every round sends freshly perturbed
@@ -15,7 +17,7 @@ warm-up and not counted; the two paths alternate so load from other processes hi
 medians are compared. After the last round vLLM's prompt log-probs are checked against transformers
 holding the same weights.
 
-    .venv/bin/python benchmarks/weight_transfer.py [--shape 30m] [--rounds 5] [--bucket-mb 256] [--workers 1]
+    .venv/bin/python benchmarks/weight_transfer.py [--engine shm|gloo] [--shape 30m] [--rounds 5] [--bucket-mb 256] [--workers 1]
 
 The last line printed is JSON: `ratio` = file time / engine time (> 1: the engine is faster).
 """
@@ -70,6 +72,7 @@ class Trainer:
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--engine", default="shm", choices=("shm", "gloo"), help="rollout.weight_transfer")
     p.add_argument("--shape", default="30m", choices=sorted(SHAPES))
     p.add_argument("--rounds", type=int, default=5, help="measured updates per path, after one warm-up each")
     p.add_argument("--bucket-mb", type=float, default=256, help="rollout.weight_transfer_bucket_mb")
@@ -95,10 +98,10 @@ def main() -> None:
     ray.init(num_cpus=max(os.cpu_count(), args.workers), include_dashboard=False, log_to_driver=False)
     pool = RolloutPool(args.workers, dict(model_path=str(work / "model"), sampling=SamplingConfig(seed=0),
                                           max_model_len=MAX_MODEL_LEN, seed=0, gpu_memory_utilization=MEMORY_SHARE,
-                                          weight_transfer="gloo"),
+                                          weight_transfer=args.engine),
                        placement=PoolPlacement(num_cpus_per_worker=1))
     paths = {"file": FileSync(pool, LocalTrainer(trainer.weights).sync_weights_to_file),
-             "engine": BroadcastSync(pool, LocalTrainer(trainer.weights), "gloo", int(args.bucket_mb * 2**20), 600)}
+             "engine": BroadcastSync(pool, LocalTrainer(trainer.weights), args.engine, int(args.bucket_mb * 2**20), 600)}
     times: dict[str, list[float]] = {name: [] for name in paths}
     version = 0
     try:
@@ -123,11 +126,11 @@ def main() -> None:
         "warmup_s": {name: round(t[0], 3) for name, t in times.items()},
         "rounds_s": {name: [round(x, 3) for x in t[1:]] for name, t in times.items()},
         "logprob_gap_after_last_update": gap,
-        "settings": {"shape": args.shape, "params": params, "bytes_per_update": size, "engines": args.workers,
+        "settings": {"engine": args.engine, "shape": args.shape, "params": params, "bytes_per_update": size, "engines": args.workers,
                      "bucket_mb": args.bucket_mb, "rounds": args.rounds, "dtype": "float32", "device": "cpu",
                      "cpu_count": os.cpu_count()},
     }
-    print(f"file {file_s:.3f} s | engine {engine_s:.3f} s | ratio {result['ratio']}", file=sys.stderr)
+    print(f"file {file_s:.3f} s | {args.engine} engine {engine_s:.3f} s | ratio {result['ratio']}", file=sys.stderr)
     print(json.dumps(result))
 
 

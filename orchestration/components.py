@@ -111,21 +111,22 @@ def learner_device(cfg: DualModeConfig) -> str:
     return "cuda" if cfg.learner.gpus_per_worker > 0 else "cpu"
 
 
-def weight_transfer_backend(cfg: DualModeConfig, learner_device: str) -> str:
+def weight_transfer_backend(cfg: DualModeConfig, learner_device: str, nodes: int = 1) -> str:
     """rollout.weight_transfer with "auto" resolved: vLLM's nccl / ipc when the learner is on a GPU,
-    dualmode-rl's gloo engine otherwise; the "hf" engine loads files."""
+    else dualmode-rl's shm engine when the cluster has one node (every engine is on the trainer's) and
+    its gloo engine across `nodes` > 1; the "hf" engine loads files."""
     r = cfg.rollout
     on_gpu = learner_device.startswith("cuda")
     if r.weight_transfer in ("nccl", "ipc") and not on_gpu:
         raise ConfigError(f"config key 'rollout.weight_transfer': '{r.weight_transfer}' sends from a GPU, but the "
-                          f"learner runs on {learner_device}; use 'gloo' or 'auto'")
+                          f"learner runs on {learner_device}; use 'gloo', 'shm' or 'auto'")
     if r.weight_transfer != "auto":
         return r.weight_transfer
     if r.engine == "hf":
         return "file"
     if on_gpu:
         return "ipc" if r.placement == "colocated" else "nccl"
-    return "gloo"
+    return "shm" if nodes == 1 else "gloo"
 
 
 def build_weight_sync(cfg: DualModeConfig, pool, learner, backend: str):

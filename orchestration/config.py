@@ -140,9 +140,9 @@ class RolloutConfig(Section):
     # (vLLM sleep mode) during the learner step; needs max_staleness 0.
     placement: Literal["separate", "colocated"] = "separate"
     # How new weights reach the engines (rollout/weight_transfer/): "auto" = vLLM's nccl (learner on a
-    # GPU, separate), ipc (colocated), else dualmode-rl's gloo engine (the "hf" engine: "file");
-    # "file" = a safetensors file every engine loads.
-    weight_transfer: Literal["auto", "file", "gloo", "nccl", "ipc"] = "auto"
+    # GPU, separate), ipc (colocated), else dualmode-rl's shm engine on a one-node cluster and its gloo
+    # engine across nodes (the "hf" engine: "file"); "file" = a safetensors file every engine loads.
+    weight_transfer: Literal["auto", "file", "gloo", "shm", "nccl", "ipc"] = "auto"
     weight_transfer_bucket_mb: float = Field(256, gt=0)  # streamed in buckets of this size
     weight_transfer_timeout_s: float = Field(1800, gt=0)  # longest wait in a rendezvous or broadcast
     # "file": where learner rank 0 writes the weight file; null: /dev/shm when writable with room, else

@@ -19,7 +19,7 @@ from .learner_group import LearnerGroup
 from .metrics import ERRORS_FILE, MetricsLogger, RewardFailureWatch
 from .preflight import preflight_train
 from .progress import step_postfix
-from .ray_runtime import init_ray
+from .ray_runtime import init_ray, ray_node_count
 from .rollout_ahead import RolloutAhead
 from .sampler import PromptSampler
 from .step import learn, rollout_seed
@@ -44,7 +44,7 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     advantage_fn = get_advantage(cfg.algorithm.advantage, normalize=cfg.algorithm.normalize, **cfg.algorithm.advantage_params)
     overlong = overlong_rules(cfg)
     init_ray()
-    transfer = weight_transfer_backend(cfg, learner_device(cfg))
+    transfer = weight_transfer_backend(cfg, learner_device(cfg), ray_node_count())
     rollout = RolloutPool(cfg.rollout.num_workers, rollout_engine_kwargs(cfg, start_model, state.step, transfer),
                           engine=cfg.rollout.engine,
                           placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker,

@@ -23,3 +23,10 @@ def init_ray() -> None:
         # user's on a shared box, whose `ray stop` then kills this run's actors).
         ray.init(address="local", include_dashboard=False, log_to_driver=True)
         log.info("started a local Ray instance (set RAY_ADDRESS to use an existing cluster)")
+
+
+def ray_node_count() -> int:
+    """Alive nodes in the cluster this process is connected to."""
+    import ray
+
+    return sum(1 for node in ray.nodes() if node["Alive"])

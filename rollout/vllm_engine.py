@@ -22,7 +22,7 @@ from .modes import ModeSampling, SamplingConfig, check_prompt_fits, engine_seed,
 from .thinking_budget import mark_forced, vllm_reasoning_config
 from .types import GenerationRequest, RolloutGroup, Sample
 from .weight_file import write_weights_file
-from .weight_transfer.plan import GLOO_ENGINE
+from .weight_transfer.plan import CPU_ENGINES
 
 WEIGHT_SYNC_EXTENSION = "dualmode_rl.rollout.vllm_weight_sync.WeightSyncExtension"
 CPU_MEMORY_SHARE = 0.1  # on CPU this is the share of the NUMA node's RAM; the 0.92 default fails
@@ -54,7 +54,7 @@ def vllm_engine_args(model_path: str, *, on_cpu: bool, max_model_len: int, seed:
         worker_extension_cls=WEIGHT_SYNC_EXTENSION,
     )
     if weight_transfer != "file":
-        args["weight_transfer_config"] = {"backend": GLOO_ENGINE if weight_transfer == "gloo" else weight_transfer}
+        args["weight_transfer_config"] = {"backend": CPU_ENGINES.get(weight_transfer, weight_transfer)}
     if distributed_executor_backend is not None:
         args["distributed_executor_backend"] = distributed_executor_backend
     return args

@@ -5,9 +5,9 @@ below lives in one place:
 - the file path (`rollout.weight_transfer: file`): vLLM is given `WeightSyncExtension` as
   `worker_extension_cls`, and `LLM.collective_rpc("dualmode_rl_load_weights", args=(path,))` loads a
   safetensors file (tensors inside RPC arguments do not survive vLLM's serialisation);
-- the gloo engine (rollout/weight_transfer/gloo_engine.py), vLLM's weight-transfer API on CPU.
+- the gloo and shm engines (rollout/weight_transfer/), vLLM's weight-transfer API on CPU.
 
-Importing this module registers the gloo engine with vLLM's `WeightTransferEngineFactory`. vLLM
+Importing this module registers both engines with vLLM's `WeightTransferEngineFactory`. vLLM
 imports the `worker_extension_cls` module inside every worker process (`WorkerWrapperBase.init_worker`,
 before the worker is built and its model loaded, which is when the engine is created), so the
 registration is in force where the engine runs: in the spawned worker processes, whichever executor
@@ -32,19 +32,20 @@ from collections.abc import Iterable
 
 import torch
 
-from .weight_transfer.plan import GLOO_ENGINE
+from .weight_transfer.plan import CPU_ENGINES
 
 
-def register_gloo_engine() -> None:
-    """Registers the worker side of the gloo engine (lazily, by module path); idempotent."""
+def register_cpu_engines() -> None:
+    """Registers the worker side of the gloo and shm engines (lazily, by module path); idempotent."""
     from vllm.distributed.weight_transfer import WeightTransferEngineFactory
 
-    if GLOO_ENGINE not in WeightTransferEngineFactory._registry:
-        WeightTransferEngineFactory.register_engine(
-            GLOO_ENGINE, "dualmode_rl.rollout.weight_transfer.gloo_engine", "GlooWeightTransferEngine")
+    for backend, name in CPU_ENGINES.items():
+        if name not in WeightTransferEngineFactory._registry:
+            WeightTransferEngineFactory.register_engine(
+                name, f"dualmode_rl.rollout.weight_transfer.{backend}_engine", f"{backend.title()}WeightTransferEngine")
 
 
-register_gloo_engine()
+register_cpu_engines()
 
 
 class WeightLoader:

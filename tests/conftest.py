@@ -37,7 +37,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model_dir):
-    """One vLLM engine (with the gloo weight-transfer engine) for the whole run. Tests that change its
+    """One vLLM engine (with the shm weight-transfer engine) for the whole run. Tests that change its
     weights put the original ones back."""
     pytest.importorskip("vllm")
     from rollout_fixtures import MAX_MODEL_LEN
@@ -46,6 +46,6 @@ def vllm_engine(tiny_model_dir):
     from dualmode_rl.rollout.modes import SamplingConfig
 
     engine = VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0,
-                        weight_transfer="gloo")
+                        weight_transfer="shm")
     yield engine
     engine.shutdown()

@@ -55,7 +55,8 @@ def test_auto_settings_resolve_by_platform(tiny_model_dir):
     cpu, gpu = VllmEngine.llm_kwargs(kwargs, on_cpu=True), VllmEngine.llm_kwargs(kwargs, on_cpu=False)
     assert (cpu["dtype"], cpu["enforce_eager"], cpu["gpu_memory_utilization"]) == ("float32", True, 0.1)
     assert (gpu["dtype"], gpu["enforce_eager"], gpu["gpu_memory_utilization"]) == ("auto", False, 0.85)
-    assert cpu["weight_transfer_config"] == {"backend": "dualmode_rl_gloo"}
+    assert cpu["weight_transfer_config"] == {"backend": "dualmode_rl_shm"}  # one node: the shared-memory engine
+    assert weight_transfer_backend(cfg, "cpu", nodes=2) == "gloo"  # across nodes: the socket one
     colocated = load_config(None, ["rollout.placement=colocated"])
     shared = VllmEngine.llm_kwargs(rollout_engine_kwargs(colocated, tiny_model_dir, 0, "file"), on_cpu=False)
     assert shared["enable_sleep_mode"] and shared["gpu_memory_utilization"] == 0.45

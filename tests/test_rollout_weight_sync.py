@@ -1,9 +1,11 @@
 """Weight updates land: after every kind of update, through the safetensors file or through vLLM's
-weight-transfer API with dualmode-rl's gloo engine, vLLM's prompt logprobs equal a transformers
+weight-transfer API with dualmode-rl's shm engine, vLLM's prompt logprobs equal a transformers
 model holding the same weights (fp32). These also guard the private vLLM internals the CPU path relies
 on (rollout/vllm_weight_sync.py): if an upgrade changes how CPU linears are packed, they fail loudly.
 """
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -47,23 +49,21 @@ def changed(reference: HfEngine, seed: int, only: str = "") -> dict[str, torch.T
     return weights_of(reference, only)
 
 
-def gloo_plan(world_size: int = 2):
-    from dualmode_rl.rollout.weight_transfer.plan import TransferPlan
-
-    return TransferPlan("gloo", "127.0.0.1", free_port(), world_size, BUCKET_BYTES, timeout_s=120)
-
-
-def send_through_gloo(engine, weights: dict[str, torch.Tensor], version: int) -> None:
-    """One trainer rank (this process) and the engine's worker form a group; rank 0 streams the weights."""
+def send_through_shm(engine, weights: dict[str, torch.Tensor], version: int) -> None:
+    """Trainer rank 0 (this process) packs the weights into shared memory bucket by bucket, the
+    engine's worker loads each. (The gloo engine's updates are checked in tests/test_rollout_pool.py.)"""
     from dualmode_rl.rollout.weight_transfer.client import EngineClient
-    from dualmode_rl.rollout.weight_transfer.plan import weight_metadata
+    from dualmode_rl.rollout.weight_transfer.plan import TransferPlan, weight_metadata
+    from dualmode_rl.rollout.weight_file import shared_memory_dir
     from dualmode_rl.rollout.weight_transfer.sender import WeightSender
 
-    sender = WeightSender(gloo_plan(), 0, EngineClient(engine))
+    plan = TransferPlan("shm", "127.0.0.1", free_port(), 2, BUCKET_BYTES, timeout_s=120)
+    sender = WeightSender(plan, 0, EngineClient(engine))
     try:
         sender.send(weights.items(), weight_metadata(weights), version)
     finally:
         sender.close()
+    assert not list(shared_memory_dir().glob(f"dualmode_rl_weights_{os.getpid()}_*"))  # the segment is unlinked
 
 
 def load_file(engine, weights, version):
@@ -87,7 +87,7 @@ def test_vllm_matches_transformers_before_any_update(vllm_engine, reference, seq
     assert_same_model(vllm_engine.prompt_logprobs(sequence), reference, sequence)
 
 
-@pytest.mark.parametrize("send", [load_file, send_through_gloo], ids=["file", "gloo"])
+@pytest.mark.parametrize("send", [load_file, send_through_shm], ids=["file", "shm"])
 def test_full_update_then_partial_update_match_transformers(vllm_engine, reference, sequence, send):
     before = reference.prompt_logprobs(sequence)
     original = weights_of(reference)

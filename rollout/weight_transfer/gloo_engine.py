@@ -16,7 +16,6 @@ actor busy generating joins the broadcast only when its generation is done.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -30,13 +29,11 @@ from vllm.distributed.weight_transfer.base import (
     TrainerWeightTransferEngine,
     VLLMWeightSyncClient,
     WeightSource,
-    WeightTransferEngine,
     WeightTransferInitInfo,
-    WeightTransferUpdateInfo,
 )
-from vllm.distributed.weight_transfer.packed_tensor import unpack_tensor
 
 from ..vllm_weight_sync import weight_loader
+from .cpu_common import BucketUpdateInfo, CpuWorkerEngine, bucket_plan, check_exhausted, nbytes, next_bytes, unpack
 from .plan import GLOO_ENGINE
 
 
@@ -50,21 +47,6 @@ class GlooInitInfo(WeightTransferInitInfo):
     world_size: int
     bucket_bytes: int
     timeout_s: float
-
-
-@dataclass
-class GlooUpdateInfo(WeightTransferUpdateInfo):
-    names: list[str]
-    dtype_names: list[str]
-    shapes: list[list[int]]
-
-    def __post_init__(self):
-        if not len(self.names) == len(self.dtype_names) == len(self.shapes):
-            raise ValueError(f"GlooUpdateInfo: {len(self.names)} names, {len(self.dtype_names)} dtypes, "
-                             f"{len(self.shapes)} shapes")
-
-    def metadata(self) -> list[ParamMeta]:
-        return [ParamMeta(n, getattr(torch, d), tuple(s)) for n, d, s in zip(self.names, self.dtype_names, self.shapes)]
 
 
 @dataclass
@@ -92,45 +74,17 @@ def close_group(group) -> None:
         stateless_destroy_torch_distributed_process_group(group)
 
 
-def nbytes(meta: ParamMeta) -> int:
-    return math.prod(meta.shape) * meta.dtype.itemsize
-
-
-def bucket_plan(metas: list[ParamMeta], bucket_bytes: int) -> list[list[ParamMeta]]:
-    """Consecutive parameters, each bucket closed once it reaches `bucket_bytes` (a larger tensor goes
-    alone). Both sides derive it from the same metadata, so their buckets agree."""
-    buckets, current, size = [], [], 0
-    for meta in metas:
-        current.append(meta)
-        size += nbytes(meta)
-        if size >= bucket_bytes:
-            buckets.append(current)
-            current, size = [], 0
-    if current:
-        buckets.append(current)
-    return buckets
-
-
 def send_buckets(group, metas: list[ParamMeta], pairs: Iterator[tuple[str, torch.Tensor]], bucket_bytes: int) -> None:
     """Rank 0: pack and broadcast the iterator's tensors bucket by bucket, checked against `metas`."""
     in_flight = None  # (work, buffer) of the previous bucket: the buffer must live until its broadcast is done
     for bucket in bucket_plan(metas, bucket_bytes):
-        parts = []
-        for meta in bucket:
-            name, tensor = next(pairs, (None, None))
-            if name != meta.name or tensor.dtype != meta.dtype or tuple(tensor.shape) != meta.shape:
-                got = "nothing" if name is None else f"{name!r} {tensor.dtype} {tuple(tensor.shape)}"
-                raise ValueError(f"weight transfer: announced {meta.name!r} {meta.dtype} {meta.shape}, got {got}; "
-                                 "the weights must come in the order and shapes of their metadata")
-            parts.append(tensor.detach().to("cpu").contiguous().view(-1).view(torch.uint8))
-        buffer = torch.cat(parts)  # packed while the previous bucket is on the wire
+        buffer = torch.cat([next_bytes(pairs, meta) for meta in bucket])  # packed while the previous bucket is on the wire
         if in_flight is not None:
             in_flight[0].wait()
         in_flight = (group.broadcast(buffer, 0), buffer)
     if in_flight is not None:
         in_flight[0].wait()
-    if next(pairs, None) is not None:
-        raise ValueError(f"weight transfer: the weights hold more tensors than the {len(metas)} announced")
+    check_exhausted(pairs, len(metas))
 
 
 def receive_buckets(group, metas: list[ParamMeta], bucket_bytes: int) -> Iterator[list[tuple[str, torch.Tensor]]]:
@@ -146,15 +100,14 @@ def receive_buckets(group, metas: list[ParamMeta], bucket_bytes: int) -> Iterato
         work, buffer = pending
         work.wait()
         pending = post(buckets[i + 1]) if i + 1 < len(buckets) else None
-        yield unpack_tensor(buffer, [m.name for m in bucket], [list(m.shape) for m in bucket],
-                            [m.dtype for m in bucket], [nbytes(m) for m in bucket])
+        yield unpack(buffer, bucket)
 
 
-class GlooWeightTransferEngine(WeightTransferEngine[GlooInitInfo, GlooUpdateInfo]):
+class GlooWeightTransferEngine(CpuWorkerEngine):
     """Worker side, created by vLLM in each worker process when `weight_transfer_config.backend` is GLOO_ENGINE."""
 
     init_info_cls = GlooInitInfo
-    update_info_cls = GlooUpdateInfo
+    update_info_cls = BucketUpdateInfo
 
     def __init__(self, config, vllm_config, device: torch.device, model: torch.nn.Module) -> None:
         super().__init__(config, vllm_config, device, model)
@@ -170,24 +123,12 @@ class GlooWeightTransferEngine(WeightTransferEngine[GlooInitInfo, GlooUpdateInfo
         self.group = open_group(init_info.master_address, init_info.master_port, rank, init_info.world_size,
                                 init_info.timeout_s)
 
-    def start_weight_update(self) -> None:
-        weight_loader(self.vllm_config, self.model).begin()
-
-    def update_weights(self, update_info: dict) -> None:
-        # The base class synchronises the accelerator afterwards, which raises where there is none.
-        self.receive_weights(self.parse_update_info(update_info))
-        if torch.accelerator.is_available():
-            torch.accelerator.synchronize()
-
-    def receive_weights(self, update_info: GlooUpdateInfo) -> None:
+    def receive_weights(self, update_info: BucketUpdateInfo) -> None:
         if self.group is None:
             raise RuntimeError("gloo weight transfer: init_weight_transfer_engine was not called")
         loader = weight_loader(self.vllm_config, self.model)
         for named in receive_buckets(self.group, update_info.metadata(), self.bucket_bytes):
             loader.load(named)
-
-    def finish_weight_update(self) -> None:
-        weight_loader(self.vllm_config, self.model).finish()
 
     def shutdown(self) -> None:
         close_group(self.group)
@@ -229,8 +170,7 @@ class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerIni
             for _ in self.source:  # keep in step with rank 0's gathers
                 pass
             return
-        update = GlooUpdateInfo([m.name for m in meta], [str(m.dtype).removeprefix("torch.") for m in meta],
-                                [list(m.shape) for m in meta])
+        update = BucketUpdateInfo.of(meta)
         self.client.start_weight_update()
         try:
             _alongside(lambda: self.client.update_weights(asdict(update)),

@@ -5,8 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
-BACKENDS = ("gloo", "nccl", "ipc")  # gloo: dualmode-rl's CPU engine; nccl, ipc: vLLM's own
-GLOO_ENGINE = "dualmode_rl_gloo"  # the name vLLM's factories know rollout/weight_transfer/gloo_engine.py by
+BACKENDS = ("gloo", "shm", "nccl", "ipc")  # gloo, shm: dualmode-rl's CPU engines; nccl, ipc: vLLM's own
+GLOO_ENGINE = "dualmode_rl_gloo"  # the names vLLM's factories know rollout/weight_transfer/gloo_engine.py
+SHM_ENGINE = "dualmode_rl_shm"  # and shm_engine.py by
+CPU_ENGINES = {"gloo": GLOO_ENGINE, "shm": SHM_ENGINE}
 
 WeightMeta = tuple[str, torch.dtype, tuple[int, ...]]  # Hugging Face name, dtype, full shape
 

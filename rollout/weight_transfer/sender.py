@@ -15,12 +15,12 @@ from collections.abc import Iterable, Iterator
 import torch
 from vllm.distributed.weight_transfer import ParamMeta, WeightSource, WeightTransferTrainerFactory
 
-from .plan import GLOO_ENGINE, TransferPlan, WeightMeta
+from .plan import CPU_ENGINES, TransferPlan, WeightMeta
 
 
 class WeightSender:
     def __init__(self, plan: TransferPlan, rank: int, client):
-        register_gloo_trainer()
+        register_cpu_trainers()
         self.rank, self.client = rank, client
         self.source = RoundSource()
         self.engine = WeightTransferTrainerFactory.trainer_init(trainer_init_info(plan, rank), client=client,
@@ -38,10 +38,11 @@ class WeightSender:
         self.engine.shutdown()
 
 
-def register_gloo_trainer() -> None:
-    if GLOO_ENGINE not in WeightTransferTrainerFactory._registry:
-        WeightTransferTrainerFactory.register_engine(
-            GLOO_ENGINE, "dualmode_rl.rollout.weight_transfer.gloo_engine", "GlooTrainerWeightTransferEngine")
+def register_cpu_trainers() -> None:
+    for backend, name in CPU_ENGINES.items():
+        if name not in WeightTransferTrainerFactory._registry:
+            WeightTransferTrainerFactory.register_engine(
+                name, f"dualmode_rl.rollout.weight_transfer.{backend}_engine", f"{backend.title()}TrainerWeightTransferEngine")
 
 
 def trainer_init_info(plan: TransferPlan, rank: int):
@@ -50,6 +51,10 @@ def trainer_init_info(plan: TransferPlan, rank: int):
 
         return GlooTrainerInitInfo(plan.master_address, plan.master_port, plan.world_size, rank=rank,
                                    bucket_bytes=plan.bucket_bytes, timeout_s=plan.timeout_s)
+    if plan.backend == "shm":
+        from .shm_engine import ShmTrainerInitInfo
+
+        return ShmTrainerInitInfo(rank=rank, bucket_bytes=plan.bucket_bytes)
     if plan.backend == "nccl":
         from vllm.distributed.weight_transfer.nccl_engine import NCCLTrainerInitInfo
 
