@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dualmode_rl.orchestration.bootstrap.sft import UNWORKED_THOUGHT  # noqa: E402
-from dualmode_rl.orchestration.components import build_engine, build_reward_pool  # noqa: E402
+from dualmode_rl.orchestration.components import build_local_engine, build_reward_pool  # noqa: E402
 from dualmode_rl.orchestration.config import load_config  # noqa: E402
 from dualmode_rl.orchestration.data import default_source, load_split, request_for  # noqa: E402
 from dualmode_rl.rewards.arithmetic_steps import first_wrong_step  # noqa: E402
@@ -64,7 +64,7 @@ def _rate(hits: int, n: int) -> float:
 def analyse(cfg, model: str, samples: int, limit: int | None) -> dict:
     rows = [r for r in load_split(cfg.data.test or default_source(cfg), cfg.eval.split) if r["domain"] == "math"]
     rows = rows[:limit] if limit else rows
-    engine = build_engine(cfg, model, evaluation=True)
+    engine = build_local_engine(cfg, model, evaluation=True)
     rewards = build_reward_pool(cfg, evaluation=True)
     try:
         groups = engine.generate([request_for(r, "reasoning", n=samples) for r in rows], seed=cfg.eval.seed)

@@ -13,6 +13,7 @@ ray start --head --port=6379 --dashboard-port=8265
 trap 'ray stop' EXIT
 
 ray job submit --address http://127.0.0.1:8265 --working-dir examples -- \
-    dualmode-rl train --model "$MODEL" quick.yaml data.train=prompts.jsonl train.out="$RUN"
+    dualmode-rl train --model "$MODEL" quick.yaml data.train=prompts.jsonl train.out="$RUN" \
+    "rewards.rewards=[{name: auto}, {name: length_penalty_reward.py:length_penalty, weight: 0.1}]"
 
 cat "$RUN/checkpoints/latest"

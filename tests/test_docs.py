@@ -139,6 +139,8 @@ def test_ray_job_guide(tmp_path, tiny_checkpoint):
     assert metric_steps(run) == [1, 2]
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert config["data"]["train"] == "prompts.jsonl"  # a path relative to the job's working_dir was found
+    first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["rewards/length_penalty/error_rate"] == 0.0  # and so was the reward plug-in file in it
 
 
 @pytest.mark.slow
