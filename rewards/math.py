@@ -87,7 +87,7 @@ class MathReward(WorkerOwner[MathVerifyPool]):
         verdicts = {} if verdicts is None else verdicts
         if (pred, gold) not in verdicts:
             verdicts[pred, gold] = self.workers.equal(f"\\boxed{{{pred}}}", f"\\boxed{{{gold}}}",
-                                                   pred_extraction=["latex_boxed"], gold_extraction=["latex_boxed", "expr"])
+                                                      pred_extraction=["latex_boxed"], gold_extraction=["latex_boxed", "expr"])
         equal, reason = verdicts[pred, gold]
         return RewardOutput(1.0 if equal else 0.0, extras={"extracted": pred[:100]}, reason=reason)
 

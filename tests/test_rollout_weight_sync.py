@@ -114,3 +114,18 @@ def test_full_update_then_partial_update_match_transformers(vllm_engine, referen
     sample = group.samples[0]
     assert sample.policy_version == 3
     assert_same_model(sample.logprobs, reference, group.prompt_token_ids + sample.token_ids)
+
+
+def test_a_killed_trainers_segment_is_removed_by_the_next_trainer(tmp_path):
+    """SIGKILL skips the trainer's unlink; the next shm trainer on the node deletes segments whose pid is gone."""
+    import subprocess
+
+    from dualmode_rl.rollout.weight_transfer.shm_engine import SEGMENT_PREFIX, remove_orphans
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    orphan, live = tmp_path / f"{SEGMENT_PREFIX}{gone.pid}_0", tmp_path / f"{SEGMENT_PREFIX}{os.getpid()}_0"
+    for path in (orphan, live):
+        path.write_bytes(b"\0")
+    remove_orphans(tmp_path)
+    assert not orphan.exists() and live.exists()

@@ -31,6 +31,7 @@ from ..vllm_weight_sync import weight_loader
 from .cpu_common import BucketUpdateInfo, CpuWorkerEngine, bucket_plan, check_exhausted, nbytes, next_bytes, unpack
 from .plan import SHM_ENGINE
 
+SEGMENT_PREFIX = "dualmode_rl_weights_"  # then the trainer's pid
 
 @dataclass
 class ShmInitInfo(WeightTransferInitInfo):
@@ -131,7 +132,9 @@ class ShmTrainerWeightTransferEngine(TrainerWeightTransferEngine[ShmTrainerInitI
             from ..weight_file import shared_memory_dir
 
             self.shutdown()
-            path = shared_memory_dir(size) / f"dualmode_rl_weights_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+            directory = shared_memory_dir(size)
+            remove_orphans(directory)
+            path = directory / f"{SEGMENT_PREFIX}{os.getpid()}_{uuid.uuid4().hex[:8]}"
             self.segment = (path, map_segment(str(path), size))
         return self.segment
 
@@ -140,3 +143,21 @@ class ShmTrainerWeightTransferEngine(TrainerWeightTransferEngine[ShmTrainerInitI
         if self.segment is not None:
             self.segment[0].unlink(missing_ok=True)
             self.segment = None
+
+
+def remove_orphans(directory: Path) -> None:
+    """Deletes the segments of trainers that are gone (a SIGKILL skips `shutdown`)."""
+    for path in directory.glob(f"{SEGMENT_PREFIX}*"):
+        pid = path.name.removeprefix(SEGMENT_PREFIX).split("_")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
