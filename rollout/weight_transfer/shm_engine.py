@@ -33,6 +33,7 @@ from .plan import SHM_ENGINE
 
 SEGMENT_PREFIX = "dualmode_rl_weights_"  # then the trainer's pid
 
+
 @dataclass
 class ShmInitInfo(WeightTransferInitInfo):
     pass
