@@ -1,14 +1,21 @@
 """What dualmode-rl's two CPU engines for vLLM's weight-transfer API share (gloo_engine: any node, over
 a gloo group; shm_engine: engines on the trainer's node, through shared memory): the update's metadata,
-its buckets, the trainer's check of what it is given, and the worker side's update cycle, which loads
-through the `WeightLoader` the file path also uses (rollout/vllm_weight_sync.py)."""
+its buckets, the trainer's check of what it is given, the trainer side's frame, and the worker side's
+update cycle, which loads through the `WeightLoader` the file path also uses (rollout/vllm_weight_sync.py)."""
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 import torch
-from vllm.distributed.weight_transfer.base import ParamMeta, WeightTransferEngine, WeightTransferUpdateInfo
+from vllm.distributed.weight_transfer.base import (
+    ParamMeta,
+    TrainerWeightTransferEngine,
+    VLLMWeightSyncClient,
+    WeightSource,
+    WeightTransferEngine,
+    WeightTransferUpdateInfo,
+)
 from vllm.distributed.weight_transfer.packed_tensor import unpack_tensor
 
 from ..vllm_weight_sync import weight_loader
@@ -91,3 +98,38 @@ class CpuWorkerEngine(WeightTransferEngine):
 
     def finish_weight_update(self) -> None:
         weight_loader(self.vllm_config, self.model).finish()
+
+
+class CpuTrainerEngine(TrainerWeightTransferEngine):
+    """The trainer side's frame. Every trainer rank builds one and calls `send_weights` in lockstep
+    (iterating the source may be a collective, e.g. FSDP's all-gather); only rank 0, the sender, meets
+    the workers (`_join`, the subclass's) and sends (`_send`)."""
+
+    def __init__(self, *, client: VLLMWeightSyncClient, source: WeightSource, is_sender: bool,
+                 bucket_bytes: int) -> None:
+        super().__init__(client=client, source=source, is_sender=is_sender)
+        self.bucket_bytes = bucket_bytes
+
+    @classmethod
+    def trainer_init(cls, init_info, *, client: VLLMWeightSyncClient, source: WeightSource | None = None):
+        if source is None:
+            raise ValueError(f"{cls.__name__} needs a WeightSource")
+        engine = cls(client=client, source=source, is_sender=init_info.is_sender, bucket_bytes=init_info.bucket_bytes)
+        if engine.is_sender:
+            engine._join(init_info)
+        return engine
+
+    def send_weights(self) -> None:
+        meta = self.source.metadata()
+        pairs = iter(self.source)
+        if not self.is_sender:
+            for _ in pairs:  # keep in step with rank 0's gathers
+                pass
+            return
+        self._send(meta, pairs)
+
+    def _join(self, init_info) -> None:
+        raise NotImplementedError
+
+    def _send(self, meta: list[ParamMeta], pairs) -> None:
+        raise NotImplementedError

@@ -20,20 +20,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import ClassVar, Self
+from typing import ClassVar
 
 import torch
-from vllm.distributed.weight_transfer.base import (
-    ParamMeta,
-    TrainerInitInfo,
-    TrainerWeightTransferEngine,
-    VLLMWeightSyncClient,
-    WeightSource,
-    WeightTransferInitInfo,
-)
+from vllm.distributed.weight_transfer.base import ParamMeta, TrainerInitInfo, WeightTransferInitInfo
 
 from ..vllm_weight_sync import weight_loader
-from .cpu_common import BucketUpdateInfo, CpuWorkerEngine, bucket_plan, check_exhausted, nbytes, next_bytes, unpack
+from .cpu_common import (BucketUpdateInfo, CpuTrainerEngine, CpuWorkerEngine, bucket_plan, check_exhausted, nbytes,
+                         next_bytes, unpack)
 from .plan import GLOO_ENGINE
 
 
@@ -135,46 +129,27 @@ class GlooWeightTransferEngine(CpuWorkerEngine):
         self.group = None
 
 
-class GlooTrainerWeightTransferEngine(TrainerWeightTransferEngine[GlooTrainerInitInfo]):
-    """Trainer side. Every trainer rank builds one and calls `send_weights` in lockstep (iterating the
-    source may be a collective, e.g. FSDP's all-gather); only rank 0 joins the group and sends."""
+class GlooTrainerWeightTransferEngine(CpuTrainerEngine):
+    """Trainer side: rank 0 joins the group and broadcasts."""
 
     init_info_cls = GlooTrainerInitInfo
+    group = None
 
-    def __init__(self, *, client: VLLMWeightSyncClient, source: WeightSource, is_sender: bool,
-                 bucket_bytes: int) -> None:
-        super().__init__(client=client, source=source, is_sender=is_sender)
-        self.bucket_bytes = bucket_bytes
-        self.group = None
-
-    @classmethod
-    def trainer_init(cls, init_info: GlooTrainerInitInfo, *, client: VLLMWeightSyncClient,
-                     source: WeightSource | None = None) -> Self:
-        if source is None:
-            raise ValueError("gloo trainer weight transfer needs a WeightSource")
-        engine = cls(client=client, source=source, is_sender=init_info.is_sender, bucket_bytes=init_info.bucket_bytes)
-        if not engine.is_sender:
-            return engine
+    def _join(self, init_info: GlooTrainerInitInfo) -> None:
         workers = GlooInitInfo(init_info.master_address, init_info.master_port, rank_offset=1,
                                world_size=init_info.world_size, bucket_bytes=init_info.bucket_bytes,
                                timeout_s=init_info.timeout_s)
         # The workers block in init_weight_transfer_engine until rank 0 joins: both sides meet together.
-        engine.group = _alongside(lambda: client.init_weight_transfer_engine(asdict(workers)),
-                                  lambda: open_group(init_info.master_address, init_info.master_port, 0,
-                                                     init_info.world_size, init_info.timeout_s))
-        return engine
+        self.group = _alongside(lambda: self.client.init_weight_transfer_engine(asdict(workers)),
+                                lambda: open_group(init_info.master_address, init_info.master_port, 0,
+                                                   init_info.world_size, init_info.timeout_s))
 
-    def send_weights(self) -> None:
-        meta = self.source.metadata()
-        if not self.is_sender:
-            for _ in self.source:  # keep in step with rank 0's gathers
-                pass
-            return
+    def _send(self, meta: list[ParamMeta], pairs) -> None:
         update = BucketUpdateInfo.of(meta)
         self.client.start_weight_update()
         try:
             _alongside(lambda: self.client.update_weights(asdict(update)),
-                       lambda: send_buckets(self.group, meta, iter(self.source), self.bucket_bytes))
+                       lambda: send_buckets(self.group, meta, pairs, self.bucket_bytes))
         except BaseException:
             self.shutdown()  # closes the sockets: workers blocked in a broadcast fail instead of waiting out the timeout
             raise

@@ -16,19 +16,14 @@ import os
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar
 
 import torch
-from vllm.distributed.weight_transfer.base import (
-    TrainerInitInfo,
-    TrainerWeightTransferEngine,
-    VLLMWeightSyncClient,
-    WeightSource,
-    WeightTransferInitInfo,
-)
+from vllm.distributed.weight_transfer.base import TrainerInitInfo, WeightTransferInitInfo
 
 from ..vllm_weight_sync import weight_loader
-from .cpu_common import BucketUpdateInfo, CpuWorkerEngine, bucket_plan, check_exhausted, nbytes, next_bytes, unpack
+from .cpu_common import (BucketUpdateInfo, CpuTrainerEngine, CpuWorkerEngine, bucket_plan, check_exhausted, nbytes,
+                         next_bytes, unpack)
 from .plan import SHM_ENGINE
 
 SEGMENT_PREFIX = "dualmode_rl_weights_"  # then the trainer's pid
@@ -87,35 +82,16 @@ class ShmWeightTransferEngine(CpuWorkerEngine):
         self.mapped = None
 
 
-class ShmTrainerWeightTransferEngine(TrainerWeightTransferEngine[ShmTrainerInitInfo]):
-    """Trainer side. Every trainer rank builds one and calls `send_weights` in lockstep (iterating the
-    source may be a collective, e.g. FSDP's all-gather); only rank 0 owns the segment and sends."""
+class ShmTrainerWeightTransferEngine(CpuTrainerEngine):
+    """Trainer side: rank 0 owns the segment and sends."""
 
     init_info_cls = ShmTrainerInitInfo
+    segment: tuple[Path, torch.Tensor] | None = None
 
-    def __init__(self, *, client: VLLMWeightSyncClient, source: WeightSource, is_sender: bool,
-                 bucket_bytes: int) -> None:
-        super().__init__(client=client, source=source, is_sender=is_sender)
-        self.bucket_bytes = bucket_bytes
-        self.segment: tuple[Path, torch.Tensor] | None = None
+    def _join(self, init_info: ShmTrainerInitInfo) -> None:
+        self.client.init_weight_transfer_engine(asdict(ShmInitInfo()))
 
-    @classmethod
-    def trainer_init(cls, init_info: ShmTrainerInitInfo, *, client: VLLMWeightSyncClient,
-                     source: WeightSource | None = None) -> Self:
-        if source is None:
-            raise ValueError("shm trainer weight transfer needs a WeightSource")
-        engine = cls(client=client, source=source, is_sender=init_info.is_sender, bucket_bytes=init_info.bucket_bytes)
-        if engine.is_sender:
-            client.init_weight_transfer_engine(asdict(ShmInitInfo()))
-        return engine
-
-    def send_weights(self) -> None:
-        meta = self.source.metadata()
-        pairs = iter(self.source)
-        if not self.is_sender:
-            for _ in pairs:  # keep in step with rank 0's gathers
-                pass
-            return
+    def _send(self, meta, pairs) -> None:
         self.client.start_weight_update()
         for bucket in bucket_plan(meta, self.bucket_bytes):
             path, buffer = self._segment(sum(nbytes(m) for m in bucket))
