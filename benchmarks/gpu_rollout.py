@@ -12,6 +12,11 @@ On a random-weight model of the EXAONE-4.0-1.2B shape (benchmarks/learner_step.p
    wake-up cycle (level 1): GPU memory freed while asleep, time to sleep and wake, generation after.
 3. tensor parallelism (>= 2 GPUs): an engine with tensor_parallel_size 2, placed by
    rollout/placement.py (one placement group of two 1-GPU bundles, VLLM_RAY_BUNDLE_INDICES), generates.
+4. the loop's colocated layout (1 GPU; with 2, two learner ranks and one engine of TP 2): a
+   LearnerGroup and a RolloutPool built from a `rollout.placement: colocated` config as `dualmode-rl
+   train` builds them. The engine lives in the learner group's placement group, on the GPUs of the
+   learner ranks (checked from the GPU ids Ray gave each); weights go from every learner rank through
+   vLLM's `ipc` engine (each rank shares its own GPU's copy); sleep / wake-up and a generation follow.
 
     .venv/bin/python benchmarks/gpu_rollout.py [--rounds 3] [--bucket-mb 1024]
 
@@ -170,8 +175,47 @@ def tensor_parallel(model_dir: Path) -> dict:
         tokens = sum(len(s.token_ids) for g in groups for s in g.samples)
     finally:
         pool.shutdown()
-    return {"bundles": pool.engine_placement.bundles, "env": pool.engine_placement.env,
+    return {"bundles": pool.engine_placements[0].bundles, "env": pool.engine_placements[0].env,
             "groups": len(groups), "completion_tokens": tokens, "seconds": round(seconds, 2)}
+
+
+def colocated_layout(model_dir: Path, gpus: int) -> dict:
+    import ray
+
+    from dualmode_rl.orchestration.components import (build_weight_sync, learner_config, learner_placement,
+                                                      pool_placement, rollout_engine_kwargs)
+    from dualmode_rl.orchestration.config import load_config
+    from dualmode_rl.orchestration.learner_group import LearnerGroup
+    from dualmode_rl.rollout.pool import RolloutPool
+    from dualmode_rl.rollout.types import GenerationRequest
+
+    tp = 2 if gpus >= 2 else 1
+    cfg = load_config(None, [f"model={model_dir}", "rollout.placement=colocated", f"rollout.tensor_parallel_size={tp}",
+                             f"learner.num_workers={tp}", "learner.gpus_per_worker=1", "learner.strategy=fsdp2",
+                             "rollout.dtype=bfloat16", f"rollout.max_model_len={MAX_MODEL_LEN}", "algorithm.beta=0"])
+    learner = LearnerGroup(learner_config(cfg), learner_placement(cfg))
+    pool = RolloutPool(1, rollout_engine_kwargs(cfg, model_dir, 0, "ipc"), placement=pool_placement(cfg, learner))
+    sync = build_weight_sync(cfg, pool, learner, "ipc")
+    try:
+        learner_gpus = sorted(g for info in ray.get([w.where.remote() for w in learner.workers]) for g in info["gpus"])
+        engine = pool.ping()[0]
+        start = time.perf_counter()
+        sync.update(version=1)
+        update_s = time.perf_counter() - start
+        start = time.perf_counter()
+        with sync.training():
+            slept = pool.ping()[0]["sleeping"]
+        sleep_wake_s = time.perf_counter() - start
+        (group,) = pool.generate([GenerationRequest("colocated", "t5 t6 t7", "reasoning", n=4)])
+    finally:
+        sync.close()
+        pool.shutdown()
+        learner.shutdown()
+    return {"learner_ranks": tp, "tensor_parallel_size": tp, "learner_gpus": learner_gpus,
+            "engine_actor_gpus": engine["gpus"],  # tp 1: the learner rank's GPU; tp 2: none (its TP workers hold them)
+            "engine_in_learner_group": engine["placement_group"] == learner.placement_group.id.hex(),
+            "ipc_update_s": round(update_s, 3), "asleep_during_step": slept, "sleep_wake_s": round(sleep_wake_s, 3),
+            "policy_version_after": sorted({s.policy_version for s in group.samples})}
 
 
 def build_model(directory: Path) -> int:
@@ -216,6 +260,7 @@ def main() -> None:
         else:
             skipped["separate_nccl"] = skipped["tensor_parallel_2"] = f"needs 2 GPUs, found {gpus}"
         results["colocated_ipc"] = colocated(work / "model", args)
+        results["colocated_layout"] = colocated_layout(work / "model", gpus)
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)

@@ -13,6 +13,8 @@ from dualmode_rl.rewards.registry import load_reward
 from dualmode_rl.rl.learner import LearnerConfig
 from dualmode_rl.rl.overlong import OverlongRule
 from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
+from dualmode_rl.rollout.placement import SHARED_GPU_CLAIM, colocated_bundles
+from dualmode_rl.rollout.pool import PoolPlacement
 from dualmode_rl.rollout.registry import build_engine
 from dualmode_rl.rollout.types import MODES, Engine
 
@@ -215,4 +217,21 @@ def learner_config(cfg: DualModeConfig) -> LearnerConfig:
 
 
 def learner_placement(cfg: DualModeConfig) -> LearnerPlacement:
-    return LearnerPlacement(**{key: getattr(cfg.learner, key) for key in PLACEMENT_KEYS})
+    """The learner group's placement; colocated, its bundles also hold the rollout engines
+    (rollout/placement.py) and each rank claims its share of the GPU it shares with one."""
+    placement = LearnerPlacement(**{key: getattr(cfg.learner, key) for key in PLACEMENT_KEYS})
+    r = cfg.rollout
+    if r.placement == "colocated":
+        placement.bundles = colocated_bundles(placement.bundle(), r.num_workers, r.tensor_parallel_size,
+                                              r.cpus_per_worker)
+        placement.actor_gpus = SHARED_GPU_CLAIM if placement.gpus_per_worker else None
+    return placement
+
+
+def pool_placement(cfg: DualModeConfig, learner_group) -> PoolPlacement:
+    """The rollout pool's placement; colocated, in `learner_group`'s placement group."""
+    r = cfg.rollout
+    colocated = r.placement == "colocated"
+    return PoolPlacement(num_cpus_per_worker=r.cpus_per_worker, num_gpus_per_worker=r.gpus_per_worker,
+                         cpu_binds=r.cpu_binds, shared_group=learner_group.placement_group if colocated else None,
+                         shared_gpus=colocated and cfg.learner.gpus_per_worker > 0)

@@ -13,7 +13,7 @@ from dualmode_rl.constants import MODES, NON_REASONING, REASONING, RECOMMENDED_T
 from dualmode_rl.plugins import is_plugin_spec
 from dualmode_rl.rl.learner import LearnerConfig
 from dualmode_rl.rl.policy import LoraSettings
-from dualmode_rl.rollout.placement import plan_engine
+from dualmode_rl.rollout.placement import check_colocation, plan_engine
 from dualmode_rl.rollout.registry import check_engine_name
 
 
@@ -131,6 +131,7 @@ class RolloutConfig(Section):
     # GPUs per engine: None = tensor_parallel_size when the Ray cluster has GPUs, else 0. With
     # tensor_parallel_size > 1 it must be that many whole GPUs (one 1-GPU bundle per rank).
     gpus_per_worker: float | None = Field(None, ge=0)
+    cpus_per_worker: float = Field(1, gt=0)  # CPUs each engine's rollout actor reserves in its bundle
     # CPU machines: VLLM_CPU_OMP_THREADS_BIND per worker, e.g. ["0", "1"] or ["nobind"]; None = vLLM's auto.
     cpu_binds: list[str] | None = None
     # 0: on-policy, each step generates then trains. 1: step k+1 is generated while step k trains, so its
@@ -437,6 +438,22 @@ class DualModeConfig(Section):
             if buffer is not None and buffer > max_tokens:
                 raise ValueError(f"config key 'algorithm.overlong_buffer.{mode}': {buffer} exceeds "
                                  f"rollout.{mode}.max_tokens={max_tokens}")
+        return self
+
+    @model_validator(mode="after")
+    def _colocation_fits(self):
+        """Colocated engines live in the learner's bundles (rollout/placement.py): one engine rank per
+        learner rank, on its GPU or none."""
+        r, learner = self.rollout, self.learner
+        if r.placement != "colocated":
+            return self
+        check_colocation(r.num_workers, r.tensor_parallel_size, learner.num_workers)
+        if r.gpus_per_worker is not None:
+            raise ValueError("config key 'rollout.gpus_per_worker': colocated engines take the GPUs of the "
+                             "learner's bundles (learner.gpus_per_worker); leave it unset")
+        if learner.gpus_per_worker not in (0, 1):
+            raise ValueError(f"config key 'learner.gpus_per_worker': {learner.gpus_per_worker}; colocated, each "
+                             "rank's bundle holds one whole GPU that it shares with an engine rank: 1 (or 0 on CPU)")
         return self
 
     @model_validator(mode="after")

@@ -41,9 +41,19 @@ class LearnerPlacement:
     torch_threads: int = 1  # per rank; 0 leaves torch's default
     strategy: str = "PACK"  # Ray placement strategy of the ranks' bundles
     ready_timeout_s: float = 600
+    # Colocation (rollout/placement.py): the group's bundles also hold the rollout engines, and each rank
+    # claims only its share of its bundle's GPU. None: a bundle() per rank, claimed whole.
+    bundles: list[dict[str, float]] | None = None
+    actor_gpus: float | None = None
 
     def bundle(self) -> dict[str, float]:
         return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+
+    def group_bundles(self) -> list[dict[str, float]]:
+        return self.bundles or [self.bundle()] * self.num_workers
+
+    def rank_gpus(self) -> float:
+        return self.gpus_per_worker if self.actor_gpus is None else self.actor_gpus
 
 
 class LearnerWorker:
@@ -150,12 +160,12 @@ class LearnerGroup:
 
         self.placement = placement or LearnerPlacement()
         self.weight_dir = weight_dir
-        n = self.placement.num_workers
-        self.placement_group = placement_group([self.placement.bundle()] * n, strategy=self.placement.strategy)
-        self._wait(self.placement_group.ready(), f"placement group with {n} bundles {self.placement.bundle()}")
+        n, bundles = self.placement.num_workers, self.placement.group_bundles()
+        self.placement_group = placement_group(bundles, strategy=self.placement.strategy)
+        self._wait(self.placement_group.ready(), f"placement group of bundles {bundles}")
         actor_cls = ray.remote(concurrency_groups={REFERENCE_GROUP: 1})(LearnerWorker)
         self.workers = [actor_cls.options(
-            num_cpus=self.placement.cpus_per_worker, num_gpus=self.placement.gpus_per_worker,
+            num_cpus=self.placement.cpus_per_worker, num_gpus=self.placement.rank_gpus(),
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=rank),
         ).remote(rank, n, self.placement.torch_threads) for rank in range(n)]
         address = self._wait(self.workers[0].rendezvous_address.remote(), "learner rank 0 to start")

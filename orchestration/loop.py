@@ -8,11 +8,12 @@ from tqdm import trange
 from transformers import AutoTokenizer
 
 from dualmode_rl.rl.advantages import get_advantage
-from dualmode_rl.rollout.pool import PoolPlacement, RolloutPool
+from dualmode_rl.rollout.pool import RolloutPool
 
 from .checkpoint import LoopState, save_checkpoint
 from .components import (accuracy_reward_name, build_weight_sync, learner_config, learner_device, learner_placement,
-                         overlong_rules, rollout_engine_kwargs, warn_if_sampling_truncated, weight_transfer_backend)
+                         overlong_rules, pool_placement, rollout_engine_kwargs, warn_if_sampling_truncated,
+                         weight_transfer_backend)
 from .config import RUN_CONFIG_FILE, DualModeConfig, dump_config
 from .dynamic_sampling import dynamic_sampling
 from .learner_group import LearnerGroup
@@ -45,11 +46,9 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     overlong = overlong_rules(cfg)
     init_ray()
     transfer = weight_transfer_backend(cfg, learner_device(cfg), ray_node_count())
-    rollout = RolloutPool(cfg.rollout.num_workers, rollout_engine_kwargs(cfg, start_model, state.step, transfer),
-                          engine=cfg.rollout.engine,
-                          placement=PoolPlacement(num_gpus_per_worker=cfg.rollout.gpus_per_worker,
-                                                  cpu_binds=cfg.rollout.cpu_binds))
     learner = LearnerGroup(learner_config(cfg), learner_placement(cfg), weight_dir=cfg.rollout.weight_file_dir)
+    rollout = RolloutPool(cfg.rollout.num_workers, rollout_engine_kwargs(cfg, start_model, state.step, transfer),
+                          engine=cfg.rollout.engine, placement=pool_placement(cfg, learner))
     weight_sync = build_weight_sync(cfg, rollout, learner, transfer)
     if checkpoint:
         learner.load(checkpoint)

@@ -1,5 +1,5 @@
 """A pool of rollout workers (Ray actors), one vLLM engine each, each engine in a placement group of
-its own (rollout/placement.py).
+its own, or colocated in the learner's (rollout/placement.py).
 
 - Requests go to the worker with the least pending work (samples x max new tokens), one batched call
   per worker, and come back in request order. `submit` queues them and returns at once (asynchronous
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .placement import EnginePlacement, plan_engine
+from .placement import EnginePlacement, plan_colocated_engine, plan_engine
 from .modes import SamplingConfig
 from .types import GenerationRequest, RolloutGroup
 from .worker import RolloutWorker
@@ -38,8 +38,14 @@ class PoolPlacement:
     strategy: str = "PACK"  # Ray placement strategy of each engine's group: PACK, SPREAD, STRICT_PACK, STRICT_SPREAD
     cpu_binds: list[str] | None = None  # per worker VLLM_CPU_OMP_THREADS_BIND, e.g. ["0", "1"]
     ready_timeout_s: float = 600
+    # Colocation: the learner's placement group (rollout/placement.py, colocated_bundles), whose GPU
+    # bundles the engines share; None: each engine reserves a group of its own.
+    shared_group: object | None = None
+    shared_gpus: bool = False  # the shared group's bundles hold GPUs
 
-    def engine(self, tensor_parallel_size: int, cluster_gpus: float) -> EnginePlacement:
+    def engine(self, tensor_parallel_size: int, cluster_gpus: float, index: int = 0) -> EnginePlacement:
+        if self.shared_group is not None:
+            return plan_colocated_engine(index, tensor_parallel_size, self.num_cpus_per_worker, self.shared_gpus)
         gpus = self.num_gpus_per_worker
         if gpus is None:
             gpus = tensor_parallel_size if cluster_gpus > 0 else 0
@@ -87,10 +93,14 @@ class RolloutPool:
         self.membership = 0  # counts actor replacements: a weight-transfer group must be formed again
         self.on_replaced = None  # called (no arguments) after a replacement, before the actor gets work
         self.workers_per_engine = int(self.engine_kwargs.get("tensor_parallel_size", 1))
-        self.engine_placement = self.placement.engine(self.workers_per_engine, ray.cluster_resources().get("GPU", 0))
-        bundles = self.engine_placement.bundles
-        self.placement_groups = [placement_group(bundles, strategy=self.placement.strategy) for _ in range(num_workers)]
-        self._wait([pg.ready() for pg in self.placement_groups], f"{num_workers} placement groups of bundles {bundles}")
+        cluster_gpus = ray.cluster_resources().get("GPU", 0)
+        self.engine_placements = [self.placement.engine(self.workers_per_engine, cluster_gpus, i) for i in range(num_workers)]
+        if self.placement.shared_group is not None:
+            self.placement_groups = [self.placement.shared_group] * num_workers
+        else:
+            bundles = self.engine_placements[0].bundles
+            self.placement_groups = [placement_group(bundles, strategy=self.placement.strategy) for _ in range(num_workers)]
+            self._wait([pg.ready() for pg in self.placement_groups], f"{num_workers} placement groups of bundles {bundles}")
         self.slots = [_Slot(i, self._start_actor(i)) for i in range(num_workers)]
         for slot, info in zip(self.slots, self._wait([s.actor.ping.remote() for s in self.slots], "rollout workers to start")):
             log.info("rollout worker %d: pid %d on Ray node %s, GPUs %s", slot.index, info["pid"], info["node"], info["gpus"])
@@ -219,8 +229,9 @@ class RolloutPool:
             except Exception as err:  # a dead or hung actor is killed below anyway
                 log.warning("rollout worker %d did not shut down cleanly: %s", slot.index, err)
             ray.kill(slot.actor, no_restart=True)
-        for pg in self.placement_groups:
-            remove_placement_group(pg)
+        if self.placement.shared_group is None:  # the learner group removes a shared one
+            for pg in self.placement_groups:
+                remove_placement_group(pg)
         self.slots = []
         self._discard(self._latest)
 
@@ -261,7 +272,7 @@ class RolloutPool:
         import ray
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        plan = self.engine_placement
+        plan = self.engine_placements[index]
         env = dict(plan.env)
         if self.placement.cpu_binds:
             env["VLLM_CPU_OMP_THREADS_BIND"] = self.placement.cpu_binds[index]
@@ -269,7 +280,7 @@ class RolloutPool:
             num_cpus=plan.actor_cpus,
             num_gpus=plan.actor_gpus,
             scheduling_strategy=PlacementGroupSchedulingStrategy(
-                placement_group=self.placement_groups[index], placement_group_bundle_index=0,
+                placement_group=self.placement_groups[index], placement_group_bundle_index=plan.bundle_index,
                 placement_group_capture_child_tasks=plan.capture_child_tasks),
         )
         return actor_cls.remote(self.engine, {**self.engine_kwargs, **plan.engine_kwargs}, env)

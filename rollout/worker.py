@@ -29,6 +29,13 @@ def current_gpus() -> list[int]:
     return [int(g) for g in ray.get_gpu_ids()] if ray.is_initialized() else []
 
 
+def current_placement_group() -> str | None:
+    """The id of the placement group this process runs in (None outside Ray or outside a group)."""
+    import ray
+
+    return ray.get_runtime_context().get_placement_group_id() if ray.is_initialized() else None
+
+
 class RolloutWorker:
     def __init__(self, engine: str = "vllm", engine_kwargs: dict | None = None, env: dict[str, str] | None = None):
         """`env` is set before the engine starts, e.g. VLLM_CPU_OMP_THREADS_BIND ("0", "0-1") to pin vLLM's
@@ -77,6 +84,7 @@ class RolloutWorker:
 
     def ping(self) -> dict:
         return {"pid": os.getpid(), "node": current_node(), "gpus": current_gpus(), "engine": self.engine_name,
+                "placement_group": current_placement_group(),
                 "policy_version": self.engine.policy_version,
                 "sleeping": self.engine_name == "vllm" and self.engine.is_sleeping()}
 

@@ -175,17 +175,45 @@ def test_killed_actor_is_restarted_with_latest_weights_and_requests_complete(poo
 
 
 @pytest.mark.slow
-def test_colocated_engines_sleep_through_the_learner_step_and_generate_after(pool):
-    """vLLM's CPU backend has no sleep mode to free memory, but the control flow is the GPU one: the
-    engines are asleep (scheduler paused, executor asleep) while the learner steps, awake after."""
-    from dualmode_rl.rollout.weight_transfer.sync import FileSync
+def test_colocated_engines_live_in_the_learner_groups_bundles_and_sleep_through_its_step(pool, ray_session, tiny_model_dir):
+    """`rollout.placement: colocated` on CPU: the GPU layout with CPU bundles. The engine's actor runs in the
+    learner group's placement group (no group of its own), sleeps while the learner steps (vLLM's CPU
+    backend frees no memory, but the scheduler pauses and the executor sleeps), takes the learner's
+    weights through the shm engine and generates after. `pool` (another engine) holds one of the two CPUs."""
+    from ray.util import placement_group_table
 
-    sync = FileSync(pool, write_file=str, colocated=True)  # no update here
-    with sync.training():
-        assert [info["sleeping"] for info in pool.ping()] == [True]
-    assert [info["sleeping"] for info in pool.ping()] == [False]
-    (group,) = pool.generate([GenerationRequest("w", "What is 2 + 3?", REASONING, n=2)])
-    assert len(group.samples) == 2
+    from dualmode_rl.orchestration.components import (build_weight_sync, learner_config, learner_placement,
+                                                      pool_placement, rollout_engine_kwargs)
+    from dualmode_rl.orchestration.config import load_config
+    from dualmode_rl.orchestration.learner_group import LearnerGroup
+
+    cfg = load_config(None, [f"model={tiny_model_dir}", "rollout.placement=colocated", "learner.cpus_per_worker=0.5",
+                             "rollout.cpus_per_worker=0.5", f"rollout.max_model_len={MAX_MODEL_LEN}", "algorithm.beta=0"])
+    def live_groups() -> int:
+        return sum(group["state"] != "REMOVED" for group in placement_group_table().values())
+
+    groups_before = live_groups()
+    learner = LearnerGroup(learner_config(cfg), learner_placement(cfg))
+    colocated = RolloutPool(1, rollout_engine_kwargs(cfg, tiny_model_dir, 0, "shm"), placement=pool_placement(cfg, learner))
+    sync = build_weight_sync(cfg, colocated, learner, "shm")
+    try:
+        assert live_groups() == groups_before + 1  # the learner's, shared
+        assert learner.placement_group.bundle_specs == [{"CPU": 1.0}]  # learner rank 0 and the engine's actor
+        assert colocated.ping()[0]["placement_group"] == learner.placement_group.id.hex()
+        with sync.training():
+            assert [info["sleeping"] for info in colocated.ping()] == [True]
+        assert [info["sleeping"] for info in colocated.ping()] == [False]
+        sync.update(version=3)
+        (group,) = colocated.generate([GenerationRequest("w", "What is 2 + 3?", REASONING, n=2)])
+        assert [s.policy_version for s in group.samples] == [3, 3]
+    finally:
+        sync.close()
+        colocated.shutdown()
+        learner.shutdown()
+    deadline = time.monotonic() + 30  # removal reaches the GCS asynchronously
+    while live_groups() != groups_before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert live_groups() == groups_before
 
 
 @pytest.mark.slow

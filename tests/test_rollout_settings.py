@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from dualmode_rl.orchestration.components import rollout_engine_kwargs, weight_transfer_backend
+from dualmode_rl.orchestration.components import (learner_placement, pool_placement, rollout_engine_kwargs,
+                                                  weight_transfer_backend)
 from dualmode_rl.orchestration.config import ConfigError, RolloutConfig, load_config
 from dualmode_rl.rollout.vllm_engine import VllmEngine
-from dualmode_rl.rollout.placement import plan_engine
+from dualmode_rl.rollout.placement import SHARED_GPU_CLAIM, plan_engine
 from dualmode_rl.rollout.pool import PoolPlacement
 
 # rollout.<key>=<value> -> the vllm.LLM keyword it sets and the value vLLM's EngineArgs then holds
@@ -25,7 +26,7 @@ REACHES_VLLM = {
 ELSEWHERE = {
     "engine": "rollout.registry.build_engine", "num_workers": "RolloutPool", "samples_per_prompt": "GenerationRequest.n",
     "reasoning": "SamplingConfig", "non_reasoning": "SamplingConfig", "gpus_per_worker": "rollout.placement",
-    "cpu_binds": "PoolPlacement", "max_staleness": "RolloutAhead", "weight_transfer_bucket_mb": "BroadcastSync",
+    "cpu_binds": "PoolPlacement", "cpus_per_worker": "PoolPlacement", "max_staleness": "RolloutAhead", "weight_transfer_bucket_mb": "BroadcastSync",
     "weight_transfer_timeout_s": "BroadcastSync", "weight_file_dir": "LearnerGroup (file path)",
 }
 
@@ -79,6 +80,9 @@ def test_auto_settings_resolve_by_platform(tiny_model_dir):
     (["rollout.weight_transfer=ipc"], "rollout.weight_transfer"),
     (["rollout.engine=hf", "rollout.weight_transfer=gloo"], "rollout.weight_transfer"),
     (["rollout.weight_transfer_bucket_mb=0"], "rollout.weight_transfer_bucket_mb"),
+    (["rollout.placement=colocated", "rollout.num_workers=2"], "learner.num_workers"),
+    (["rollout.placement=colocated", "rollout.gpus_per_worker=1"], "rollout.gpus_per_worker"),
+    (["rollout.placement=colocated", "learner.gpus_per_worker=0.5"], "learner.gpus_per_worker"),
 ])
 def test_values_vllm_would_reject_fail_at_config_load_naming_the_key(overrides, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -106,3 +110,42 @@ def test_gpus_per_engine_default_to_the_tp_size_on_a_gpu_cluster_and_zero_on_cpu
     assert cpu.bundles == [{"CPU": 1}] and cpu.actor_gpus == 0 and not cpu.engine_kwargs
     shared = plan_engine(1, 0.5, 1)  # a share of one GPU (colocated)
     assert shared.bundles == [{"CPU": 1, "GPU": 0.5}] and shared.actor_gpus == 0.5
+
+
+class LearnerGroupStandIn:
+    """What pool_placement reads of a LearnerGroup: its placement group (a Ray one needs a cluster)."""
+
+    placement_group = object()
+
+
+def test_colocated_tp2_engines_share_the_learner_ranks_one_gpu_bundles():
+    """8 GPUs: 8 learner ranks and 4 engines of TP 2. Bundle i holds learner rank i and TP rank i % 2 of
+    engine i // 2 on one GPU, each claiming a share of it; the engine's actor adds its CPUs to its first
+    bundle; vLLM's TP workers go to the engine's own two bundles, with the same share."""
+    cfg = load_config(None, ["rollout.placement=colocated", "rollout.num_workers=4", "rollout.tensor_parallel_size=2",
+                             "learner.num_workers=8", "learner.gpus_per_worker=1", "learner.cpus_per_worker=2"])
+    learner = learner_placement(cfg)
+    assert learner.group_bundles() == [{"CPU": 3.0, "GPU": 1.0}, {"CPU": 2.0, "GPU": 1.0}] * 4  # never > 1 GPU
+    assert learner.rank_gpus() == SHARED_GPU_CLAIM < 1
+
+    pool = pool_placement(cfg, LearnerGroupStandIn)
+    engines = [pool.engine(tensor_parallel_size=2, cluster_gpus=8, index=i) for i in range(4)]
+    assert pool.shared_group is LearnerGroupStandIn.placement_group
+    assert [e.bundle_index for e in engines] == [0, 2, 4, 6]
+    assert [e.env["VLLM_RAY_BUNDLE_INDICES"] for e in engines] == ["0,1", "2,3", "4,5", "6,7"]
+    assert all(float(e.env["VLLM_RAY_PER_WORKER_GPUS"]) + learner.rank_gpus() <= 1 for e in engines)
+    assert all(e.actor_gpus == 0 and e.capture_child_tasks and e.bundles == [] for e in engines)
+    assert all(e.engine_kwargs == {"distributed_executor_backend": "ray"} for e in engines)
+
+
+def test_colocated_tp1_engines_claim_a_share_of_their_ranks_gpu_and_cpu_runs_take_none():
+    gpu = load_config(None, ["rollout.placement=colocated", "rollout.num_workers=2", "learner.num_workers=2",
+                             "learner.gpus_per_worker=1"])
+    engines = [pool_placement(gpu, LearnerGroupStandIn).engine(1, 2, i) for i in range(2)]
+    assert [(e.bundle_index, e.actor_gpus, e.env) for e in engines] == [(0, SHARED_GPU_CLAIM, {}), (1, SHARED_GPU_CLAIM, {})]
+    assert learner_placement(gpu).rank_gpus() + SHARED_GPU_CLAIM <= 1
+    cpu = load_config(None, ["rollout.placement=colocated"])
+    assert learner_placement(cpu).group_bundles() == [{"CPU": 2.0}] and learner_placement(cpu).rank_gpus() == 0
+    assert pool_placement(cpu, LearnerGroupStandIn).engine(1, 0, 0).actor_gpus == 0
+    separate = pool_placement(load_config(), LearnerGroupStandIn)
+    assert separate.shared_group is None and separate.engine(1, 0).bundles == [{"CPU": 1.0}]
