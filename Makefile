@@ -21,7 +21,7 @@ demo: install
 	.venv/bin/dualmode-rl demo configs/demo.yaml
 
 test: install
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q --durations=15
 
 test-fast: install  # no vLLM, Ray or training runs: for the edit-test loop; `make test` before a push
 	.venv/bin/pytest -q -m "not slow"
