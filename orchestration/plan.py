@@ -168,4 +168,19 @@ def plan(cfg: DualModeConfig, gpu_memory_gib: float = 80.0) -> str:
     if cfg.learner.gpus_per_worker and sum(size for _, size in learner) > gpu_memory_gib * GIB:
         lines += ["", f"warning: the learner needs more than {gpu_memory_gib:g} GiB per GPU: add ranks (fsdp2), "
                       "turn on gradient checkpointing or lower learner.micro_batch_tokens"]
+    if rollout.placement == "colocated" and cfg.learner.gpus_per_worker:
+        lines += ["", colocated_line(learner, vllm_rows(cfg, shape, gpu_memory_gib), gpu_memory_gib)]
     return "\n".join(lines)
+
+
+def colocated_line(learner: list[tuple[str, float]], vllm: list[tuple[str, float]], gpu_memory_gib: float) -> str:
+    """Colocated, a GPU holds a learner rank and an engine rank. While the engine generates, the learner
+    keeps its state (the first four rows: parameters, gradients, optimizer state, frozen weights); while
+    the learner steps, the engine sleeps (level 1: weights to CPU memory, KV cache dropped)."""
+    resident, engine = sum(size for _, size in learner[:4]), sum(size for _, size in vllm)
+    line = (f"colocated, per GPU: generating, the learner's resident {resident / GIB:.2f} GiB + vLLM's "
+            f"{engine / GIB:.2f} GiB = **{(resident + engine) / GIB:.2f}** GiB; stepping, vLLM sleeps and the "
+            f"learner's {sum(size for _, size in learner) / GIB:.2f} GiB apply")
+    if resident + engine > gpu_memory_gib * GIB:
+        line += f"\nwarning: more than {gpu_memory_gib:g} GiB while generating: lower rollout.gpu_memory_utilization"
+    return line

@@ -72,6 +72,19 @@ def test_plan_rows_by_hand(tmp_path):
     assert "frozen weights (LoRA base, bfloat16)" in lora
 
 
+def test_plan_of_a_colocated_run_adds_both_sides_on_one_gpu(tmp_path):
+    folder = model_folder(tmp_path / "m", **EXAONE["exaone-4.0-1.2b-8gpu"])
+    cfg = load_config(None, [f"model={folder}", "rollout.placement=colocated", "rollout.num_workers=8",
+                             "learner.num_workers=8", "learner.gpus_per_worker=1", "learner.strategy=fsdp2"])
+    out = plan(cfg, gpu_memory_gib=80)
+    learner, vllm = (re.findall(r"\| \*\*total\*\* \| \*\*([\d.]+)\*\* \|", out))
+    resident = sum(float(x) for x in re.findall(r"\| (?:parameters|gradients|optimizer state|frozen weights)[^|]* \| ([\d.]+) \|", out))
+    together = float(re.search(r"= \*\*([\d.]+)\*\* GiB", out).group(1))
+    assert abs(together - (resident + float(vllm))) <= 0.02  # each figure rounded to 0.01
+    assert "= 8 GPUs" in out and float(learner) > 0  # no GPUs of the engines' own
+    assert "colocated, per GPU" not in plan(load_config(None, [f"model={folder}", "learner.gpus_per_worker=1"]))
+
+
 def test_plan_names_a_folder_without_config_json(tmp_path):
     with pytest.raises(ConfigError, match="no config.json"):
         plan(load_config(None, [f"model={tmp_path}"]))
