@@ -41,10 +41,30 @@ def ray_session():
 
 
 @pytest.fixture(scope="module")
-def pool(ray_session, tiny_model_dir):
+def colocated_learner(ray_session, tiny_model_dir):
+    """A one-rank learner group laid out for `rollout.placement: colocated`: its bundle (learner rank 0's
+    half CPU and the rollout actor's) also holds the module's pool. On GPUs the bundle holds the one GPU
+    both share; here the layout is the same with CPUs only. The other half of the two CPUs is left for
+    the two-rank learner group below."""
+    from dualmode_rl.orchestration.components import learner_config, learner_placement
+    from dualmode_rl.orchestration.config import load_config
+    from dualmode_rl.orchestration.learner_group import LearnerGroup
+
+    cfg = load_config(None, [f"model={tiny_model_dir}", "rollout.placement=colocated", "learner.cpus_per_worker=0.5",
+                             "rollout.cpus_per_worker=0.5", "algorithm.beta=0"])
+    learner = LearnerGroup(learner_config(cfg), learner_placement(cfg))
+    yield cfg, learner
+    learner.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(colocated_learner, tiny_model_dir):
+    from dualmode_rl.orchestration.components import pool_placement
+
+    cfg, learner = colocated_learner
     engine_kwargs = dict(model_path=str(tiny_model_dir), sampling=SAMPLING, max_model_len=MAX_MODEL_LEN, seed=0,
                          weight_transfer="gloo")
-    p = RolloutPool(num_workers=1, engine_kwargs=engine_kwargs)
+    p = RolloutPool(num_workers=1, engine_kwargs=engine_kwargs, placement=pool_placement(cfg, learner))
     yield p
     p.shutdown()
 
@@ -175,48 +195,6 @@ def test_killed_actor_is_restarted_with_latest_weights_and_requests_complete(poo
 
 
 @pytest.mark.slow
-def test_colocated_engines_live_in_the_learner_groups_bundles_and_sleep_through_its_step(pool, ray_session, tiny_model_dir):
-    """`rollout.placement: colocated` on CPU: the GPU layout with CPU bundles. The engine's actor runs in the
-    learner group's placement group (no group of its own), sleeps while the learner steps (vLLM's CPU
-    backend frees no memory, but the scheduler pauses and the executor sleeps), takes the learner's
-    weights through the shm engine and generates after. `pool` (another engine) holds one of the two CPUs."""
-    from ray.util import placement_group_table
-
-    from dualmode_rl.orchestration.components import (build_weight_sync, learner_config, learner_placement,
-                                                      pool_placement, rollout_engine_kwargs)
-    from dualmode_rl.orchestration.config import load_config
-    from dualmode_rl.orchestration.learner_group import LearnerGroup
-
-    cfg = load_config(None, [f"model={tiny_model_dir}", "rollout.placement=colocated", "learner.cpus_per_worker=0.5",
-                             "rollout.cpus_per_worker=0.5", f"rollout.max_model_len={MAX_MODEL_LEN}", "algorithm.beta=0"])
-    def live_groups() -> int:
-        return sum(group["state"] != "REMOVED" for group in placement_group_table().values())
-
-    groups_before = live_groups()
-    learner = LearnerGroup(learner_config(cfg), learner_placement(cfg))
-    colocated = RolloutPool(1, rollout_engine_kwargs(cfg, tiny_model_dir, 0, "shm"), placement=pool_placement(cfg, learner))
-    sync = build_weight_sync(cfg, colocated, learner, "shm")
-    try:
-        assert live_groups() == groups_before + 1  # the learner's, shared
-        assert learner.placement_group.bundle_specs == [{"CPU": 1.0}]  # learner rank 0 and the engine's actor
-        assert colocated.ping()[0]["placement_group"] == learner.placement_group.id.hex()
-        with sync.training():
-            assert [info["sleeping"] for info in colocated.ping()] == [True]
-        assert [info["sleeping"] for info in colocated.ping()] == [False]
-        sync.update(version=3)
-        (group,) = colocated.generate([GenerationRequest("w", "What is 2 + 3?", REASONING, n=2)])
-        assert [s.policy_version for s in group.samples] == [3, 3]
-    finally:
-        sync.close()
-        colocated.shutdown()
-        learner.shutdown()
-    deadline = time.monotonic() + 30  # removal reaches the GCS asynchronously
-    while live_groups() != groups_before and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert live_groups() == groups_before
-
-
-@pytest.mark.slow
 def test_a_two_rank_fsdp2_learner_group_is_trainer_rank_0(pool, ray_session, perturbed_reference, tiny_model_dir):  # noqa: F811
     """The loop's path: learner rank 0 (a Ray actor) joins the transfer group and streams what both FSDP2
     ranks gather in lockstep (the tied LM head once); rank 1 only gathers; nothing state-dict sized enters
@@ -243,3 +221,28 @@ def test_a_two_rank_fsdp2_learner_group_is_trainer_rank_0(pool, ray_session, per
         learner.shutdown()
     assert pool.ping()[0]["policy_version"] == 7
     assert logprob_gap(pool, checkpoint, seq) < tol
+
+
+@pytest.mark.slow
+def test_colocated_engines_live_in_the_learner_groups_bundle_and_sleep_through_its_step(pool, colocated_learner):
+    """`rollout.placement: colocated` as the loop lays it out (the module's pool): the engine's actor runs
+    in the learner group's placement group (the actor restarted above went back into it) and the pool
+    made none of its own; it sleeps while the learner steps (vLLM's CPU backend frees no memory, but the
+    scheduler pauses and the executor sleeps). Then learner rank 0 of that group sends the weights and
+    the engine generates with them."""
+    from dualmode_rl.orchestration.components import build_weight_sync
+
+    cfg, learner = colocated_learner
+    assert pool.placement_groups == [learner.placement_group]
+    assert learner.placement_group.bundle_specs == [{"CPU": 1.0}]  # learner rank 0's half and the actor's
+    assert pool.ping()[0]["placement_group"] == learner.placement_group.id.hex()
+    sync = build_weight_sync(cfg, pool, learner, "gloo")
+    try:
+        with sync.training():
+            assert [info["sleeping"] for info in pool.ping()] == [True]
+        assert [info["sleeping"] for info in pool.ping()] == [False]
+        sync.update(version=9)
+    finally:
+        sync.close()
+    (group,) = pool.generate([GenerationRequest("w", "What is 2 + 3?", REASONING, n=2)])
+    assert [s.policy_version for s in group.samples] == [9, 9]
