@@ -1,6 +1,6 @@
-"""Faults and placement in real training runs: a rollout actor killed mid-generation, and rollout and
-learner actors on different nodes of a two-node Ray cluster (`ray.cluster_utils.Cluster`). Dead reward
-workers: tests/test_rewards_pool.py."""
+"""Faults and placement in a real training run: rollout and learner actors on different nodes of a
+two-node Ray cluster (`ray.cluster_utils.Cluster`), and a rollout actor killed mid-generation there.
+Dead reward workers: tests/test_rewards_pool.py."""
 import json
 import os
 import re
@@ -48,51 +48,37 @@ class Killer(threading.Thread):
 
 
 @pytest.mark.slow
-def test_rollout_actor_killed_mid_generation_is_replaced_and_the_run_completes(tmp_path, tiny_checkpoint):
-    out = tmp_path / "run"
-    steps = 5
-    # Ray titles an actor's process `ray::RolloutWorker.generate` while the call runs: the kill lands
-    # mid-generation (with asynchronous rollout, the generation of a step ahead).
+def test_a_two_node_run_replaces_a_rollout_actor_killed_mid_generation(tmp_path, tiny_checkpoint):
+    """One CPU per node: the rollout actor's bundle and the learner rank's bundle (1 CPU each) can only be
+    placed on different nodes. The weights go from learner rank 0 to the engine through vLLM's
+    weight-transfer API (rollout.weight_transfer auto: the gloo engine), from one node to the other.
+    Ray titles an actor's process `ray::RolloutWorker.generate` while the call runs, so the kill lands
+    mid-generation (with asynchronous rollout, the generation of a step ahead). The actor is replaced in
+    its bundle, the transfer group is formed again with it across the nodes, and the run completes."""
+    from ray.cluster_utils import Cluster
+
+    out, steps = tmp_path / "run", 5
     killer = Killer(out, [r"^ray::RolloutWorker\.generate"])
-    killer.start()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    nodes = {cluster.head_node.node_id, cluster.add_node(num_cpus=1).node_id}
     try:
+        cluster.wait_for_nodes()
+        killer.start()
         done = subprocess.run(
             [str(BIN / "dualmode-rl"), "train", "--model", str(tiny_checkpoint), f"train.out={out}", f"train.steps={steps}",
              "train.save_every=5", "rollout.max_staleness=1", *SHORT],
-            capture_output=True, text=True, timeout=900, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            capture_output=True, text=True, timeout=900,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": cluster.address})
     finally:
         killer.stop.set()
         killer.join()
+        cluster.shutdown()
     assert done.returncode == 0, done.stderr[-4000:]
+    rollout_node = re.search(r"rollout worker 0: pid \d+ on Ray node (\w+)", done.stderr).group(1)
+    learner_node = re.search(r"learner rank 0: pid \d+ on Ray node (\w+)", done.stderr).group(1)
+    assert {rollout_node, learner_node} == nodes
     assert killer.killed, "the rollout actor was never caught generating"
     metrics = _metrics(out)
     assert [m["step"] for m in metrics] == list(range(1, steps + 1))
     assert metrics[-1]["rollout/restarts"] == 1 and "restarting it and re-issuing" in done.stderr
     assert (out / "checkpoints" / "latest").read_text() == f"step_{steps:06d}"
-
-
-@pytest.mark.slow
-def test_two_node_cluster_puts_rollout_and_learner_on_different_nodes(tmp_path, tiny_checkpoint):
-    from ray.cluster_utils import Cluster
-
-    # One CPU per node: the rollout actor's bundle and the learner rank's bundle (1 CPU each) can only be
-    # placed on different nodes. The weights go from learner rank 0 to the engine through vLLM's weight-transfer
-    # API (rollout.weight_transfer auto: the gloo engine), from one node to the other.
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker_node = cluster.add_node(num_cpus=1)
-    try:
-        cluster.wait_for_nodes()
-        out = tmp_path / "run"
-        done = subprocess.run(
-            [str(BIN / "dualmode-rl"), "train", "--model", str(tiny_checkpoint), f"train.out={out}", "train.steps=2", *SHORT],
-            capture_output=True, text=True, timeout=900,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "RAY_ADDRESS": cluster.address})
-        assert done.returncode == 0, done.stderr[-4000:]
-        rollout_node = re.search(r"rollout worker 0: pid \d+ on Ray node (\w+)", done.stderr).group(1)
-        learner_node = re.search(r"learner rank 0: pid \d+ on Ray node (\w+)", done.stderr).group(1)
-        assert {rollout_node, learner_node} == {worker_node.node_id, cluster.head_node.node_id}
-        metrics = _metrics(out)
-        assert [m["step"] for m in metrics] == [1, 2] and all(m["rollout/staleness"] == 0 for m in metrics)
-        assert (out / "checkpoints" / "latest").read_text() == "step_000002"
-    finally:
-        cluster.shutdown()
