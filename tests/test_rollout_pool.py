@@ -1,5 +1,6 @@
-"""RolloutPool with real Ray actors running vLLM: ordering, weight updates (the file path and vLLM's
-weight-transfer API with the gloo engine), versions, what enters the object store, actor restarts."""
+"""RolloutPool with real Ray actors running vLLM, laid out colocated in a learner group's placement group:
+ordering, weight updates (the file path and vLLM's weight-transfer API with the gloo engine), versions,
+what enters the object store, actor restarts, sleep around the learner step."""
 from __future__ import annotations
 
 import threading
