@@ -77,7 +77,7 @@ def test_plan_of_a_colocated_run_adds_both_sides_on_one_gpu(tmp_path):
     cfg = load_config(None, [f"model={folder}", "rollout.placement=colocated", "rollout.num_workers=8",
                              "learner.num_workers=8", "learner.gpus_per_worker=1", "learner.strategy=fsdp2"])
     out = plan(cfg, gpu_memory_gib=80)
-    learner, vllm = (re.findall(r"\| \*\*total\*\* \| \*\*([\d.]+)\*\* \|", out))
+    learner, vllm = re.findall(r"\| \*\*total\*\* \| \*\*([\d.]+)\*\* \|", out)
     resident = sum(float(x) for x in re.findall(r"\| (?:parameters|gradients|optimizer state|frozen weights)[^|]* \| ([\d.]+) \|", out))
     together = float(re.search(r"= \*\*([\d.]+)\*\* GiB", out).group(1))
     assert abs(together - (resident + float(vllm))) <= 0.02  # each figure rounded to 0.01

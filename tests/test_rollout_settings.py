@@ -26,8 +26,9 @@ REACHES_VLLM = {
 ELSEWHERE = {
     "engine": "rollout.registry.build_engine", "num_workers": "RolloutPool", "samples_per_prompt": "GenerationRequest.n",
     "reasoning": "SamplingConfig", "non_reasoning": "SamplingConfig", "gpus_per_worker": "rollout.placement",
-    "cpu_binds": "PoolPlacement", "cpus_per_worker": "PoolPlacement", "max_staleness": "RolloutAhead", "weight_transfer_bucket_mb": "BroadcastSync",
-    "weight_transfer_timeout_s": "BroadcastSync", "weight_file_dir": "LearnerGroup (file path)",
+    "cpu_binds": "PoolPlacement", "cpus_per_worker": "PoolPlacement", "max_staleness": "RolloutAhead",
+    "weight_transfer_bucket_mb": "BroadcastSync", "weight_transfer_timeout_s": "BroadcastSync",
+    "weight_file_dir": "LearnerGroup (file path)",
 }
 
 
