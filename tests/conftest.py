@@ -17,7 +17,7 @@ def tiny_bootstrap_config():
     return BootstrapConfig(
         train_size=300, validation_size=20, test_size=40, sft_steps=30, sft_batch_size=16,
         vocab_size=400, shape=ModelShape(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1, sliding_window=16),
-        torch_threads=1,
+        torch_threads=1, code_share=0.3, max_operand=12,  # the tests' data: more code rows, larger numbers
     )
 
 

@@ -18,17 +18,17 @@ from dualmode_rl.rollout.types import GenerationRequest
 
 
 def test_task_splits_are_disjoint_and_sized():
-    splits = generate_tasks({"train": 400, "validation": 50, "test": 60}, code_share=0.3, seed=1)
+    splits = generate_tasks({"train": 400, "validation": 50, "test": 60}, code_share=0.3, seed=1, max_operand=12)
     assert {k: len(v) for k, v in splits.items()} == {"train": 400, "validation": 50, "test": 60}
     prompts = [{t.prompt for t in tasks} for tasks in splits.values()]
     assert not (prompts[0] & prompts[1] or prompts[0] & prompts[2] or prompts[1] & prompts[2])
     assert sum(t.domain == "code" for t in splits["test"]) == 18
-    again = generate_tasks({"train": 400, "validation": 50, "test": 60}, code_share=0.3, seed=1)
+    again = generate_tasks({"train": 400, "validation": 50, "test": 60}, code_share=0.3, seed=1, max_operand=12)
     assert [t.prompt for t in again["test"]] == [t.prompt for t in splits["test"]]
 
 
 def test_math_tasks_are_consistent():
-    for task in generate_tasks({"train": 200}, code_share=0.0, seed=3)["train"]:
+    for task in generate_tasks({"train": 200}, code_share=0.0, seed=3, max_operand=12)["train"]:
         value = None
         for line in task.reasoning.splitlines():  # each step "a op b=c" is right and chains
             lhs, rhs = line.split("=")
@@ -37,8 +37,18 @@ def test_math_tasks_are_consistent():
         assert str(value) == task.answer and f"\\boxed{{{value}}}" in task.solution
 
 
+def test_math_tasks_keep_their_numbers_within_max_operand():
+    tasks = generate_tasks({"train": 300}, code_share=0.0, seed=4, max_operand=5)["train"]
+    for task in tasks:
+        assert 2 <= int(re.findall(r"\d+", task.prompt)[0]) <= 5
+        for line in task.reasoning.splitlines():
+            a, op, b = re.match(r"(\d+)([-+*])(\d+)=", line).groups()
+            assert (op == "+" and 1 <= int(b) <= 5) or (op == "-" and int(b) < int(a)) or (op == "*" and int(a) <= 5)
+    assert {t.steps for t in tasks} == {1, 2, 3}
+
+
 def test_each_number_of_the_task_suite_is_one_token():
-    rows = task_rows(generate_tasks({"train": 300}, code_share=0.3, seed=2)["train"])
+    rows = task_rows(generate_tasks({"train": 300}, code_share=0.3, seed=2, max_operand=12)["train"])
     corpus = [f"{r['prompt']}\n{r['reasoning']}\n{r['solution']}\n{r['test']}" for r in rows]
     whole = train_tokenizer(corpus, vocab_size=768)
     numbers = {n for text in corpus for n in re.findall(r"\d+", text)}

@@ -65,7 +65,8 @@ def bootstrap(cfg: BootstrapConfig, out: str | Path | None = None) -> Path:
     torch.set_num_threads(cfg.torch_threads or os.cpu_count() or 1)
     rng = random.Random(cfg.seed)
     splits = generate_tasks(
-        {"train": cfg.train_size, "validation": cfg.validation_size, "test": cfg.test_size}, cfg.code_share, cfg.seed
+        {"train": cfg.train_size, "validation": cfg.validation_size, "test": cfg.test_size}, cfg.code_share, cfg.seed,
+        cfg.max_operand,
     )
     rows = {name: task_rows(tasks) for name, tasks in splits.items()}
     for name, split in rows.items():

@@ -29,16 +29,18 @@ class Task:
     data_source: str = DATA_SOURCE
 
 
-def _math_task(rng: random.Random) -> Task:
+def _math_task(rng: random.Random, max_operand: int) -> Task:
+    """The start value and every number added lie in 1..max_operand (a subtraction takes away less than the
+    value); only a value within that range doubles."""
     steps = rng.choice([1, 1, 2, 2, 3])
     name, obj = rng.choice(NAMES), rng.choice(OBJECTS)
-    value = rng.randint(2, 12)
+    value = rng.randint(2, max_operand)
     sentences = [f"{name} has {value} {obj}."]
     lines = []
     for _ in range(steps):
-        kind = rng.choice(["add", "add", "sub", "mul"] if value <= 12 else ["add", "sub", "sub"])
+        kind = rng.choice(["add", "add", "sub", "mul"] if value <= max_operand else ["add", "sub", "sub"])
         if kind == "add":
-            k = rng.randint(1, 12)
+            k = rng.randint(1, max_operand)
             sentences.append(rng.choice([f"{name} buys {k} more.", f"{name} finds {k} more.", f"A friend gives {name} {k} more."]))
             lines.append(f"{value}+{k}={value + k}")
             value += k
@@ -95,7 +97,7 @@ def _split_of(prompt: str, fractions: dict[str, float]) -> str:
     return split
 
 
-def generate_tasks(sizes: dict[str, int], code_share: float, seed: int) -> dict[str, list[Task]]:
+def generate_tasks(sizes: dict[str, int], code_share: float, seed: int, max_operand: int) -> dict[str, list[Task]]:
     """Draw unique tasks until every split has its size; `code_share` of each split is code."""
     total = sum(sizes.values())
     fractions = {split: n / total for split, n in sizes.items()}
@@ -110,7 +112,7 @@ def generate_tasks(sizes: dict[str, int], code_share: float, seed: int) -> dict[
     for _ in range(50 * total):
         if have == wanted:
             break
-        task = _code_task(rng) if rng.random() < code_share else _math_task(rng)
+        task = _code_task(rng) if rng.random() < code_share else _math_task(rng, max_operand)
         if task.prompt in seen:
             continue
         seen.add(task.prompt)
