@@ -135,18 +135,20 @@ class UnirlSide:
         self.samples = args.samples
         mode = ModeSampling(TEMPERATURE, TOP_P, args.tokens)
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        self.learner = LearnerGroup(LearnerConfig(
+            model_path=str(model_dir), loss="grpo", lr=args.lr, beta=args.beta, max_grad_norm=1.0,
+            micro_batch_size=args.micro_batch, micro_batch_tokens=None, layout=args.layout, seed=0,
+            temperatures={"reasoning": TEMPERATURE}),  # as TRL, log-probs of softmax(logits / T)
+            LearnerPlacement(num_workers=1, cpus_per_worker=1, torch_threads=args.threads),
+            wait=False)  # as the loop: the engine starts while the learner loads
         self.pool = RolloutPool(1, dict(model_path=str(model_dir), sampling=SamplingConfig(mode, mode, seed=0),
                                         max_model_len=MAX_MODEL_LEN, seed=0, gpu_memory_utilization=MEMORY_SHARE,
                                         weight_transfer=args.weight_transfer),
                                 placement=PoolPlacement(num_cpus_per_worker=1,
                                                         cpu_binds=[args.vllm_bind] if args.vllm_bind else None))
+        self.learner.wait_started()
         self.rewards = RewardPool([(load_reward(f"{Path(__file__).resolve()}:digit_share"), 1.0)], num_workers=2)
         self.advantage = get_advantage("grpo")
-        self.learner = LearnerGroup(LearnerConfig(
-            model_path=str(model_dir), loss="grpo", lr=args.lr, beta=args.beta, max_grad_norm=1.0,
-            micro_batch_size=args.micro_batch, micro_batch_tokens=None, layout=args.layout, seed=0,
-            temperatures={"reasoning": TEMPERATURE}),  # as TRL, log-probs of softmax(logits / T)
-            LearnerPlacement(num_workers=1, cpus_per_worker=1, torch_threads=args.threads))
         self.weight_sync = build_weight_sync(load_config(), self.pool, self.learner, args.weight_transfer)
         self.max_staleness = args.max_staleness
         self.ahead = RolloutAhead(self.pool, self.rewards, self.samples, reference=self.learner.reference_logprobs)

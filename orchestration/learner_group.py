@@ -152,8 +152,10 @@ class LearnerWorker:
 
 class LearnerGroup:
     def __init__(self, config: LearnerConfig, placement: LearnerPlacement | None = None,
-                 weight_dir: str | None = None):
-        """`weight_dir`: where rank 0 writes weight files (None: /dev/shm or the temp dir of its node)."""
+                 weight_dir: str | None = None, wait: bool = True):
+        """`weight_dir`: where rank 0 writes weight files (None: /dev/shm or the temp dir of its node).
+        `wait=False` returns once the ranks are placed, with their start (imports, process group, model
+        load) still running: the caller starts other actors meanwhile, then calls `wait_started`."""
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -168,8 +170,17 @@ class LearnerGroup:
             num_cpus=self.placement.cpus_per_worker, num_gpus=self.placement.rank_gpus(),
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=rank),
         ).remote(rank, n, self.placement.torch_threads) for rank in range(n)]
-        address = self._wait(self.workers[0].rendezvous_address.remote(), "learner rank 0 to start")
-        devices = self._wait([w.start.remote(config, address) for w in self.workers], "learner ranks to load the model")
+        address = self.workers[0].rendezvous_address.remote()  # Ray resolves it before each rank's start runs
+        self._starting = [w.start.remote(config, address) for w in self.workers]
+        if wait:
+            self.wait_started()
+
+    def wait_started(self) -> None:
+        """Blocks until every rank has joined the process group and loaded the model."""
+        if not self._starting:
+            return
+        devices = self._wait(self._starting, "learner ranks to start and load the model")
+        self._starting = []
         for rank, (info, device) in enumerate(zip(self._wait([w.where.remote() for w in self.workers], "learners"), devices)):
             log.info("learner rank %d: pid %d on Ray node %s, device %s", rank, info["pid"], info["node"], device)
 

@@ -46,9 +46,13 @@ def train(cfg: DualModeConfig, resume: str = "no", allow_config_change: bool = F
     overlong = overlong_rules(cfg)
     init_ray()
     transfer = weight_transfer_backend(cfg, learner_device(cfg), ray_node_count())
-    learner = LearnerGroup(learner_config(cfg), learner_placement(cfg), weight_dir=cfg.rollout.weight_file_dir)
+    # The engines start while the learner loads, except beside it on the same GPUs: there vLLM's memory
+    # check and profiling must already see the learner's memory in use.
+    learner = LearnerGroup(learner_config(cfg), learner_placement(cfg), weight_dir=cfg.rollout.weight_file_dir,
+                           wait=cfg.rollout.placement == "colocated")
     rollout = RolloutPool(cfg.rollout.num_workers, rollout_engine_kwargs(cfg, start_model, state.step, transfer),
                           engine=cfg.rollout.engine, placement=pool_placement(cfg, learner))
+    learner.wait_started()
     weight_sync = build_weight_sync(cfg, rollout, learner, transfer)
     if checkpoint:
         learner.load(checkpoint)
