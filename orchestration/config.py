@@ -106,7 +106,7 @@ class ReasoningSamplingSection(SamplingSection):
     thinking_budget: int | None = Field(None, ge=0)
 
 
-VLLM_ONLY = ("enforce_eager", "gpu_memory_utilization", "tensor_parallel_size")  # what only the vLLM engine takes
+VLLM_ONLY = ("enforce_eager", "gpu_memory_utilization", "tensor_parallel_size", "in_process")  # what only the vLLM engine takes
 
 
 class RolloutConfig(Section):
@@ -129,6 +129,9 @@ class RolloutConfig(Section):
     # memory, rollout.gpu_memory_utilization) holds a full sequence. Start-up checks every prompt fits.
     max_model_len: int | None = Field(None, gt=0)
     tensor_parallel_size: int = Field(1, gt=0)
+    # vLLM's engine core in the engine's own process rather than a process of its own. None: on CPU
+    # (an engine starts ~15 s sooner and generates ~35% faster on 2 cores), not on GPUs.
+    in_process: bool | None = None
     # Sample.logprobs: "processed_logprobs" = of the distribution sampled from (the behaviour policy of the
     # off-policy correction and the mismatch metrics); "raw_logprobs" = the untempered model's, for analysis.
     logprobs_mode: Literal["raw_logprobs", "processed_logprobs"] = "processed_logprobs"

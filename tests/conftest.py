@@ -38,7 +38,8 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_engine(tiny_model_dir):
     """One vLLM engine (with the shm weight-transfer engine) for the whole run. Tests that change its
-    weights put the original ones back."""
+    weights put the original ones back. Its engine core runs in a process of its own: in this process it
+    would hold a torch.distributed group for the whole run, where learner tests make their own."""
     pytest.importorskip("vllm")
     from rollout_fixtures import MAX_MODEL_LEN
 
@@ -46,6 +47,6 @@ def vllm_engine(tiny_model_dir):
     from dualmode_rl.rollout.modes import SamplingConfig
 
     engine = VllmEngine(str(tiny_model_dir), SamplingConfig(seed=0), max_model_len=MAX_MODEL_LEN, seed=0,
-                        weight_transfer="shm")
+                        weight_transfer="shm", in_process=False)
     yield engine
     engine.shutdown()

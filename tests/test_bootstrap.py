@@ -141,7 +141,7 @@ def test_transformers_and_vllm_greedy_outputs_match(tiny_checkpoint):
     requests = [GenerationRequest(f"{i}:{m}", r["prompt"], m) for i, r in enumerate(rows) for m in ("reasoning", "non_reasoning")]
     sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 24), non_reasoning=ModeSampling(0.4, 0.95, 24))
     before = {p.pid for p in process_scan.children()}
-    engine = VllmEngine(str(tiny_checkpoint), sampling=sampling, max_model_len=256)
+    engine = VllmEngine(str(tiny_checkpoint), sampling=sampling, max_model_len=256, in_process=False)  # its reaping too
     try:
         engine_processes = {p.pid for p in process_scan.children()} - before
         vllm_out = [g.samples[0].token_ids for g in engine.generate_greedy(requests)]
@@ -149,7 +149,8 @@ def test_transformers_and_vllm_greedy_outputs_match(tiny_checkpoint):
     finally:
         engine.shutdown()
     # shutting down reaps the engine's processes (vLLM SIGKILLs a slow engine core and leaves it a zombie)
-    assert [p for p in process_scan.children() if p.pid in engine_processes and (p.zombie or "VLLM" in p.cmdline)] == []
+    assert engine_processes and [p for p in process_scan.children()
+                                 if p.pid in engine_processes and (p.zombie or "VLLM" in p.cmdline)] == []
     tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
     model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32).eval()
     for prompt, expected in zip(prompts, vllm_out):

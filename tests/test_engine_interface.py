@@ -32,7 +32,7 @@ def test_an_unknown_engine_fails_at_config_load_naming_the_key_and_the_known_eng
 
 
 @pytest.mark.parametrize("key, value", [("enforce_eager", "true"), ("gpu_memory_utilization", "0.5"),
-                                        ("tensor_parallel_size", "2")])
+                                        ("tensor_parallel_size", "2"), ("in_process", "false")])
 def test_a_vllm_setting_with_the_hf_engine_fails_at_config_load_naming_it(key, value):
     assert key in VLLM_ONLY
     with pytest.raises(ConfigError, match=rf"rollout\.{key} is a vLLM setting"):

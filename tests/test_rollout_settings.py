@@ -28,7 +28,7 @@ ELSEWHERE = {
     "reasoning": "SamplingConfig", "non_reasoning": "SamplingConfig", "gpus_per_worker": "rollout.placement",
     "cpu_binds": "PoolPlacement", "cpus_per_worker": "PoolPlacement", "max_staleness": "RolloutAhead",
     "weight_transfer_bucket_mb": "BroadcastSync", "weight_transfer_timeout_s": "BroadcastSync",
-    "weight_file_dir": "LearnerGroup (file path)",
+    "weight_file_dir": "LearnerGroup (file path)", "in_process": "VllmEngine._start (VLLM_ENABLE_V1_MULTIPROCESSING)",
 }
 
 
