@@ -6,6 +6,8 @@ import json
 import pytest
 from datasets import load_from_disk
 
+import process_scan
+
 from dualmode_rl.filtering.accuracy import run_filter
 from dualmode_rl.filtering.journal import ChunkJournal
 
@@ -21,7 +23,10 @@ def engine(tiny_checkpoint):
     from dualmode_rl.rollout.modes import ModeSampling, SamplingConfig
 
     sampling = SamplingConfig(reasoning=ModeSampling(0.6, 0.95, 48), non_reasoning=ModeSampling(0.4, 0.95, 48))
+    before = {p.pid for p in process_scan.children()}
     engine = VllmEngine(str(tiny_checkpoint), sampling, max_model_len=256, seed=0)
+    # rollout.in_process's default on CPU: the engine core runs in this process, no child is started
+    assert {p.pid for p in process_scan.children()} <= before
     yield engine
     engine.shutdown()
 
